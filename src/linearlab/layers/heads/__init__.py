@@ -1,0 +1,1 @@
+"""linearlab.layers.heads."""

@@ -1,0 +1,48 @@
+"""Pure tensor ops with fla-compatible names, layouts and return values.
+
+Each family lives in ``ops/<family>/`` with ``naive.py`` (token-by-token ground truth),
+``chunk.py`` (fast matmul-based form) and ``recurrent.py`` (decoding form). The names below are
+re-exported lazily, so ``from linearlab.ops import chunk_gla`` works like
+``from fla.ops.gla import chunk_gla`` and importing one family never imports the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_FAMILIES: dict[str, tuple[str, ...]] = {
+    "linear_attn": ("chunk_linear_attn", "fused_recurrent_linear_attn", "naive_recurrent_linear_attn"),
+    "simple_gla": (
+        "chunk_simple_gla",
+        "fused_recurrent_simple_gla",
+        "naive_recurrent_simple_gla",
+        "chunk_retention",
+        "fused_recurrent_retention",
+    ),
+    "lightning_attn": ("chunk_lightning_attn", "fused_recurrent_lightning_attn", "lightning_attn_decay"),
+    "gla": ("chunk_gla", "fused_recurrent_gla", "naive_recurrent_gla"),
+    "delta_rule": ("chunk_delta_rule", "fused_recurrent_delta_rule", "naive_recurrent_delta_rule"),
+    "gated_delta_rule": (
+        "chunk_gated_delta_rule",
+        "fused_recurrent_gated_delta_rule",
+        "naive_recurrent_gated_delta_rule",
+    ),
+    "attention": ("attention", "attention_step", "naive_attention"),
+}
+
+_WHERE = {name: family for family, names in _FAMILIES.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    family = _WHERE.get(name)
+    if family is None:
+        raise AttributeError(f"module 'linearlab.ops' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{family}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,174 @@
+"""Shared input checks and helpers for every op family.
+
+Every public op validates its inputs with these functions so that bad input fails early with a
+``ValueError`` that names the argument, says what it got and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+ALLOWED_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int, int, int, int]:
+    """Check ``q, k: [B, T, H, K]`` and ``v: [B, T, H, V]``; return ``(B, T, H, K, V)``."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name}: expected 4 dims [B, T, H, D], got shape {_shape(t)}")
+        if t.dtype not in ALLOWED_DTYPES:
+            raise ValueError(
+                f"{name}: dtype {t.dtype} is not supported; allowed: float64, float32, bfloat16, float16"
+            )
+    if q.shape != k.shape:
+        raise ValueError(f"k: shape {_shape(k)} must equal q's shape {_shape(q)} ([B, T, H, K])")
+    if v.shape[:3] != q.shape[:3]:
+        raise ValueError(
+            f"v: shape {_shape(v)} must match q's [B, T, H] = {list(q.shape[:3])} ([B, T, H, V])"
+        )
+    devices = {t.device for t in (q, k, v)}
+    if len(devices) > 1:
+        raise ValueError(f"q, k, v: all tensors must be on one device, got {sorted(str(d) for d in devices)}")
+    if q.shape[1] == 0:
+        raise ValueError("q: sequence length T must be at least 1, got 0")
+    B, T, H, K = q.shape
+    return B, T, H, K, v.shape[-1]
+
+
+def check_same_device(ref: torch.Tensor, name: str, t: torch.Tensor | None) -> None:
+    if t is not None and t.device != ref.device:
+        raise ValueError(
+            f"{name}: on device {t.device}, but q is on {ref.device}; move all inputs to one device"
+        )
+
+
+def check_per_token(
+    name: str, t: torch.Tensor | None, expected: Sequence[int], ref: torch.Tensor, finite: bool = True
+) -> None:
+    """Check a per-token tensor (gate ``g``, ``beta``) has shape ``expected`` and finite values."""
+    if t is None:
+        return
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"{name}: expected shape {list(expected)}, got {_shape(t)}")
+    check_same_device(ref, name, t)
+    if finite and not torch.isfinite(t).all():
+        bad = (~torch.isfinite(t)).sum().item()
+        raise ValueError(f"{name}: must be finite, got {bad} NaN/Inf value(s)")
+
+
+def check_log_gate(name: str, g: torch.Tensor | None, expected: Sequence[int], ref: torch.Tensor) -> None:
+    """A log-space decay gate: right shape, finite, and <= 0 (``exp(g)`` is the forget factor)."""
+    check_per_token(name, g, expected, ref)
+    if g is not None and (g > 0).any():
+        raise ValueError(
+            f"{name}: log-space gates must be <= 0 (exp(g) is a forget factor), got max {g.max().item():.4g}"
+        )
+
+
+def check_scale(scale: float | None, K: int) -> float:
+    """Resolve ``scale`` (default ``K ** -0.5``)."""
+    if scale is None:
+        return K**-0.5
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+        raise ValueError(f"scale: expected a float or None, got {type(scale).__name__}")
+    return float(scale)
+
+
+def check_cu_seqlens(cu_seqlens: torch.Tensor | None, B: int, T: int) -> int:
+    """Check FlashAttention-style ``cu_seqlens: [N + 1]`` (int, starts at 0, non-decreasing, ends at T).
+
+    Returns N, the number of sequences (``B`` when ``cu_seqlens`` is None).
+    """
+    if cu_seqlens is None:
+        return B
+    if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1:
+        raise ValueError(f"cu_seqlens: expected a 1-D integer tensor [N + 1], got {cu_seqlens!r}")
+    if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype == torch.bool:
+        raise ValueError(f"cu_seqlens: expected an integer dtype, got {cu_seqlens.dtype}")
+    if B != 1:
+        raise ValueError(f"cu_seqlens: packed sequences need batch size B == 1, got B = {B}")
+    if cu_seqlens.numel() < 2:
+        raise ValueError(f"cu_seqlens: needs at least 2 entries [0, ..., T], got {cu_seqlens.tolist()}")
+    cu = cu_seqlens.tolist()
+    if cu[0] != 0 or cu[-1] != T:
+        raise ValueError(f"cu_seqlens: must start at 0 and end at T = {T}, got {cu[0]} ... {cu[-1]}")
+    if any(b < a for a, b in zip(cu[:-1], cu[1:])):
+        raise ValueError(f"cu_seqlens: must be non-decreasing, got {cu}")
+    return len(cu) - 1
+
+
+def check_initial_state(h0: torch.Tensor | None, N: int, H: int, K: int, V: int, ref: torch.Tensor) -> None:
+    """``initial_state: [N, H, K, V]`` (N = batch size, or number of sequences with cu_seqlens)."""
+    if h0 is None:
+        return
+    if not isinstance(h0, torch.Tensor):
+        raise ValueError(f"initial_state: expected a torch.Tensor, got {type(h0).__name__}")
+    if tuple(h0.shape) != (N, H, K, V):
+        raise ValueError(f"initial_state: expected shape [N, H, K, V] = {[N, H, K, V]}, got {_shape(h0)}")
+    check_same_device(ref, "initial_state", h0)
+
+
+def state_dtype(x: torch.Tensor) -> torch.dtype:
+    """States and gate cumsums are kept in float32, or float64 when the inputs are float64."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def run_varlen(
+    fn: Callable[..., tuple[torch.Tensor, torch.Tensor | None]],
+    per_token: dict[str, torch.Tensor | None],
+    cu_seqlens: torch.Tensor,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run a fixed-length op on each packed sequence of a ``B == 1`` batch and re-pack the results.
+
+    ``per_token`` holds tensors with time on dim 1 (``q, k, v, g, beta, ...``; None entries are passed
+    through). ``fn(**per_token_slices, initial_state=..., output_final_state=True, **kwargs)`` must
+    return ``(o, final_state)`` for one sequence.
+    """
+    cu = cu_seqlens.tolist()
+    outs, finals = [], []
+    for n, (start, end) in enumerate(zip(cu[:-1], cu[1:])):
+        h0 = None if initial_state is None else initial_state[n : n + 1]
+        if end == start:  # an empty sequence leaves its state untouched
+            ref = per_token["v"]
+            if h0 is None:
+                q = per_token["q"]
+                h0 = torch.zeros(
+                    1, q.shape[2], q.shape[3], ref.shape[3], dtype=state_dtype(q), device=q.device
+                )
+            finals.append(h0.to(state_dtype(ref)))
+            continue
+        sliced = {k: (None if t is None else t[:, start:end]) for k, t in per_token.items()}
+        o, ht = fn(**sliced, initial_state=h0, output_final_state=True, **kwargs)
+        outs.append(o)
+        finals.append(ht)
+    o = torch.cat(outs, dim=1)
+    return o, (torch.cat(finals, dim=0) if output_final_state else None)
+
+
+def pad_time(x: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tensor:
+    """Pad dim 1 (time) at the end up to a multiple of ``multiple``."""
+    T = x.shape[1]
+    pad = (-T) % multiple
+    if pad == 0:
+        return x
+    shape = list(x.shape)
+    shape[1] = pad
+    return torch.cat([x, x.new_full(shape, value)], dim=1)
+
+
+def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """L2-normalise the last dim (used by ``use_qk_l2norm_in_kernel``)."""
+    return x * torch.rsqrt((x.float() * x.float()).sum(-1, keepdim=True) + eps).to(x.dtype)
