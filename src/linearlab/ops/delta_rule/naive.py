@@ -1,0 +1,50 @@
+"""Token-by-token reference for the delta rule (the gated delta rule's loop with no decay)."""
+
+from __future__ import annotations
+
+import torch
+
+from linearlab.ops.gated_delta_rule._common import validate_and_run
+from linearlab.ops.gated_delta_rule.naive import naive_core
+
+
+def naive_recurrent_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    use_qk_l2norm_in_kernel: bool = False,
+    cu_seqlens: torch.LongTensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Reference delta rule, one token at a time (slow; for tests).
+
+    ``S_t = S_{t-1} + beta_t k_t^T (v_t - k_t S_{t-1})``, ``o_t = (scale q_t) S_t``.
+
+    Args:
+        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]`` step size.
+        scale: query scale, default ``K ** -0.5``.
+        initial_state: ``[N, H, K, V]`` (``N = B``, or the number of sequences with ``cu_seqlens``).
+        output_final_state: also return the final state ``[N, H, K, V]`` (float32; float64 for
+            float64 inputs).
+        use_qk_l2norm_in_kernel: L2-normalise ``q`` and ``k`` over the last dim first.
+        cu_seqlens: ``[N + 1]`` offsets of packed sequences (requires ``B == 1``).
+
+    Returns:
+        ``(o: [B, T, H, V] in q's dtype, final_state or None)``.
+    """
+    return validate_and_run(
+        naive_core,
+        q,
+        k,
+        v,
+        None,
+        beta,
+        scale,
+        initial_state,
+        output_final_state,
+        use_qk_l2norm_in_kernel,
+        cu_seqlens,
+    )
