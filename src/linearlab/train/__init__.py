@@ -1,1 +1,5 @@
-"""linearlab.train."""
+"""One explicit training loop with run directories, atomic checkpoints, resume and DDP."""
+
+from linearlab.train.loop import TrainConfig, train
+
+__all__ = ["TrainConfig", "train"]

@@ -1,0 +1,105 @@
+"""Byte-level language modelling on any text files.
+
+The embedded default corpus is the running Python's standard-library sources: a fixed, sorted list
+of ``*.py`` files, so the data needs no download and is the same for everyone on one Python version.
+Files are split into train / validation by a stable hash of their relative path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sysconfig
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from linearlab.io import check_input_path
+
+
+def stdlib_files() -> list[Path]:
+    """Sorted ``*.py`` files of this Python's standard library (tests and site-packages excluded)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).parts
+        if rel[0] in ("site-packages", "dist-packages", "test", "idlelib") or "tests" in rel:
+            continue
+        files.append(path)
+    return files
+
+
+def _is_validation(name: str, val_fraction: float) -> bool:
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:4], "little") / 2**32 < val_fraction
+
+
+@dataclass
+class ByteCorpus:
+    """Train and validation byte streams (``uint8`` tensors)."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    num_files: int
+
+    @classmethod
+    def from_files(
+        cls,
+        files: Sequence[str | Path] | None = None,
+        val_fraction: float = 0.05,
+        max_bytes: int | None = 8_000_000,
+    ) -> ByteCorpus:
+        """Read ``files`` (default: the standard library) and split them into train / validation.
+
+        ``max_bytes`` caps the total read (files are taken in sorted order until it is reached).
+        """
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction: must be in (0, 1), got {val_fraction}")
+        if files is None:
+            root = Path(sysconfig.get_paths()["stdlib"])
+            paths = [(p, str(p.relative_to(root))) for p in stdlib_files()]
+        else:
+            paths = [(check_input_path(f, "file", "files"), str(f)) for f in files]
+            if not paths:
+                raise ValueError("files: empty list; give at least one text file")
+        train_parts, val_parts, total = [], [], 0
+        for path, name in paths:
+            data = path.read_bytes()
+            if max_bytes is not None and total + len(data) > max_bytes:
+                data = data[: max_bytes - total]
+            (val_parts if _is_validation(name, val_fraction) else train_parts).append(data)
+            total += len(data)
+            if max_bytes is not None and total >= max_bytes:
+                break
+        if not val_parts and train_parts:
+            # a tiny corpus: keep the tail of the training bytes for validation
+            joined = b"".join(train_parts)
+            cut = max(1, int(len(joined) * (1 - val_fraction)))
+            train_parts, val_parts = [joined[:cut]], [joined[cut:]]
+        train = torch.frombuffer(bytearray(b"".join(train_parts)), dtype=torch.uint8)
+        val = torch.frombuffer(bytearray(b"".join(val_parts)), dtype=torch.uint8)
+        return cls(train=train, val=val, num_files=len(paths))
+
+
+def sample_windows(
+    data: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows ``x: [B, seq_len]`` and next-byte targets ``y: [B, seq_len]`` (int64)."""
+    if data.numel() < seq_len + 2:
+        raise ValueError(f"data: {data.numel()} bytes is too short for seq_len = {seq_len}")
+    starts = torch.randint(0, data.numel() - seq_len - 1, (batch_size,), generator=generator)
+    idx = starts[:, None] + torch.arange(seq_len + 1)
+    chunk = data[idx].long()
+    return chunk[:, :-1], chunk[:, 1:]
+
+
+def eval_windows(data: torch.Tensor, seq_len: int, max_windows: int | None = None) -> torch.Tensor:
+    """Consecutive non-overlapping windows of ``seq_len + 1`` bytes: ``[W, seq_len + 1]`` int64."""
+    n = (data.numel() - 1) // seq_len
+    if max_windows is not None:
+        n = min(n, max_windows)
+    if n < 1:
+        raise ValueError(f"data: {data.numel()} bytes is too short for one window of {seq_len}")
+    idx = torch.arange(n)[:, None] * seq_len + torch.arange(seq_len + 1)
+    return data[idx].long()
