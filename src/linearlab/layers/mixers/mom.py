@@ -1,0 +1,266 @@
+"""Mixture-of-Memories mixer (``mom``).
+
+Paper: "MoM: Linear Sequence Modeling with Mixture-of-Memories",
+Jusen Du, Weigao Sun, Disen Lan, Jiaxi Hu, Yu Cheng (arXiv 2502.13685).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from linearlab import ops
+from linearlab.layers.mixers.gated_deltanet import init_mamba2_decay, mamba2_log_decay
+from linearlab.layers.modules import (
+    GatedRMSNorm,
+    ShortConvolution,
+    check_mixer_input,
+    check_positive_int,
+    check_state,
+    compute_dtype,
+    head_dims,
+    l2norm,
+)
+from linearlab.layers.registry import register_mixer
+
+
+class Routing(NamedTuple):
+    """Router decision for ``N`` tokens over ``M`` routed memories.
+
+    Attributes:
+        probs: ``[B, T, M]`` softmax router probabilities.
+        indices: ``[B, T, topk]`` the chosen memories, highest probability first.
+        weights: ``[B, T, M]`` mixing weights: the chosen memories' probabilities renormalised to
+            sum to 1 per token, 0 for memories not chosen.
+        mask: ``[B, T, M]`` bool, True where a memory is chosen (exactly ``topk`` per token).
+    """
+
+    probs: torch.Tensor
+    indices: torch.Tensor
+    weights: torch.Tensor
+    mask: torch.Tensor
+
+
+def load_balancing_loss(probs: torch.Tensor, indices: torch.Tensor, num_memories: int) -> torch.Tensor:
+    """Switch-Transformer load-balancing loss ``M * sum_m f_m * P_m`` (Fedus et al., arXiv 2101.03961).
+
+    ``f_m`` is the fraction of routing slots (``tokens * topk``) given to memory ``m`` and ``P_m``
+    the mean router probability of ``m``. It equals 1 for uniform router probabilities and grows
+    to ``M / topk`` when every token prefers the same memories; only ``P`` carries gradient.
+
+    Args:
+        probs: ``[..., M]`` router probabilities.
+        indices: ``[..., topk]`` chosen memories.
+        num_memories: ``M``.
+
+    Returns:
+        A scalar tensor.
+    """
+    probs = probs.reshape(-1, num_memories)
+    counts = torch.zeros(num_memories, dtype=probs.dtype, device=probs.device)
+    counts.scatter_add_(
+        0, indices.reshape(-1), torch.ones(indices.numel(), dtype=probs.dtype, device=probs.device)
+    )
+    f = counts / indices.numel()
+    return num_memories * (f * probs.mean(0)).sum()
+
+
+@register_mixer("mom")
+class MixtureOfMemories(nn.Module):
+    """Mixture-of-Memories: a router sends each token to ``topk`` of ``num_memories`` gated-delta-rule memories.
+
+    Per token ``x_t`` (Du et al., arXiv 2502.13685), with ``M`` routed memories and one optional
+    shared memory ``s`` that every token updates::
+
+        p_t = softmax(x_t W_r),   T_t = TopK(p_t, topk),   w_{t,m} = p_{t,m} / sum_{m' in T_t} p_{t,m'}
+        k^m_t, v^m_t, beta^m_t, g^m_t from memory m's own projections; q_t shared by all memories
+        S^m_t = GatedDeltaUpdate(S^m_{t-1}; k^m_t, v^m_t, beta^m_t, g^m_t)   if m in T_t or m = s
+        S^m_t = S^m_{t-1}                                                     otherwise
+        o_t = sum_{m in T_t} w_{t,m} q_t S^m_t + q_t S^s_t,   y_t = (RMSNorm(o_t) * swish(x_t W_g)) W_o
+
+    All ``M (+1)`` memories run as extra heads of one ``chunk_gated_delta_rule`` call: for a
+    memory a token is not routed to, its ``g`` and ``beta`` are set to 0, which leaves that
+    memory's state exactly unchanged (``exp(0) = 1``, no write). This is the masked equivalent of
+    the paper's sort-and-gather varlen kernel. One difference: the short convolutions run over
+    the full token stream, not over each memory's routed subsequence.
+
+    In training mode ``forward`` sets ``self.aux_loss = aux_loss_scale * load_balancing_loss``
+    (a scalar tensor; the model adds it to the task loss); in eval mode ``self.aux_loss`` is None.
+
+    Args:
+        d_model: model width ``D``.
+        num_heads: heads per memory ``H``. Default: 4.
+        expand_k: key width per memory ``D * expand_k``. Default: 1.0.
+        expand_v: value width per memory ``D * expand_v``. Default: 1.0.
+        num_memories: routed memories ``M``. Default: 4.
+        topk: memories per token. Default: 2.
+        shared_memory: add one memory updated by every token. Default: True.
+        aux_loss_scale: weight of the load-balancing loss. Default: 0.01 (the paper's configs).
+        use_short_conv: causal depthwise convs on q, k, v. Default: True.
+        conv_size: short-conv kernel size. Default: 4.
+        conv_bias: bias in the short convs. Default: False.
+        norm_eps: RMSNorm epsilon. Default: 1e-5.
+        chunk_size: chunk length of the prefill op. Default: 64.
+        layer_idx, num_layers: position in the model (unused; accepted for the mixer contract).
+
+    Shapes:
+        ``x: [B, T, D]`` -> ``y: [B, T, D]``. With ``N = M + shared_memory`` memories the state is
+        ``{"recurrent": [B, N*H, K, V]`` (memory-major: heads ``m*H .. m*H+H-1`` belong to memory
+        ``m``; the shared memory is last), ``"conv_q": [B, H*K, conv_size-1]``, ``"conv_k":
+        [B, N*H*K, conv_size-1]``, ``"conv_v": [B, N*H*V, conv_size-1]}``.
+
+    Example:
+        >>> mixer = MixtureOfMemories(64, num_heads=2, num_memories=4, topk=2)
+        >>> y, state = mixer(torch.randn(1, 10, 64))
+        >>> y_next, state = mixer(torch.randn(1, 1, 64), state)
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int = 4,
+        expand_k: float = 1.0,
+        expand_v: float = 1.0,
+        num_memories: int = 4,
+        topk: int = 2,
+        shared_memory: bool = True,
+        aux_loss_scale: float = 0.01,
+        use_short_conv: bool = True,
+        conv_size: int = 4,
+        conv_bias: bool = False,
+        norm_eps: float = 1e-5,
+        chunk_size: int = 64,
+        layer_idx: int = 0,
+        num_layers: int = 1,
+    ) -> None:
+        super().__init__()
+        check_positive_int("d_model", d_model)
+        check_positive_int("num_memories", num_memories)
+        check_positive_int("conv_size", conv_size)
+        check_positive_int("chunk_size", chunk_size)
+        if not isinstance(topk, int) or isinstance(topk, bool) or not 1 <= topk <= num_memories:
+            raise ValueError(f"topk: expected an int in [1, num_memories = {num_memories}], got {topk!r}")
+        if aux_loss_scale < 0:
+            raise ValueError(f"aux_loss_scale: expected a number >= 0, got {aux_loss_scale!r}")
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.head_k_dim, self.head_v_dim = head_dims(d_model, num_heads, expand_k, expand_v)
+        self.key_dim = self.head_k_dim * num_heads
+        self.value_dim = self.head_v_dim * num_heads
+        self.num_memories = num_memories
+        self.topk = topk
+        self.shared_memory = shared_memory
+        self.num_total = num_memories + int(shared_memory)
+        self.aux_loss_scale = float(aux_loss_scale)
+        self.use_short_conv = use_short_conv
+        self.chunk_size = chunk_size
+        self.layer_idx = layer_idx
+        self.num_layers = num_layers
+        self.aux_loss: torch.Tensor | None = None
+
+        N, H = self.num_total, num_heads
+        self.router = nn.Linear(d_model, num_memories, bias=False)
+        self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
+        # one wide projection per quantity holds every memory's own weights (memory-major rows)
+        self.k_proj = nn.Linear(d_model, N * self.key_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, N * self.value_dim, bias=False)
+        self.b_proj = nn.Linear(d_model, N * H, bias=False)
+        self.a_proj = nn.Linear(d_model, N * H, bias=False)
+        A_log, dt_bias = init_mamba2_decay(N * H)
+        self.A_log = nn.Parameter(A_log)
+        self.dt_bias = nn.Parameter(dt_bias)
+        self.A_log._no_weight_decay = True  # type: ignore[attr-defined]
+        self.dt_bias._no_weight_decay = True  # type: ignore[attr-defined]
+        if use_short_conv:
+            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias)
+            self.k_conv1d = ShortConvolution(N * self.key_dim, conv_size, bias=conv_bias)
+            self.v_conv1d = ShortConvolution(N * self.value_dim, conv_size, bias=conv_bias)
+        self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
+        self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
+        self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
+
+    @property
+    def state_keys(self) -> tuple[str, ...]:
+        return ("recurrent", "conv_q", "conv_k", "conv_v") if self.use_short_conv else ("recurrent",)
+
+    def state_size(self, seq_len: int) -> int:
+        """Scalars in the state per sequence: ``N * H * K * V`` plus conv buffers (constant in ``seq_len``)."""
+        size = self.num_total * self.num_heads * self.head_k_dim * self.head_v_dim
+        if self.use_short_conv:
+            size += sum(c.state_size() for c in (self.q_conv1d, self.k_conv1d, self.v_conv1d))
+        return size
+
+    def route(self, x: torch.Tensor) -> Routing:
+        """Top-k routing of ``x: [B, T, D]`` over the ``M`` routed memories (see :class:`Routing`)."""
+        logits = self.router(x).to(compute_dtype(x))
+        probs = logits.softmax(-1)
+        top, indices = probs.topk(self.topk, dim=-1)
+        mask = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, indices, True)
+        weights = torch.zeros_like(probs).scatter(-1, indices, top / top.sum(-1, keepdim=True))
+        return Routing(probs, indices, weights, mask)
+
+    def qkv(
+        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """``q, k: [B, T, N*H, K]`` (unit L2 norm; q repeated per memory), ``v: [B, T, N*H, V]``, conv states."""
+        B, T, _ = x.shape
+        N, H = self.num_total, self.num_heads
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        conv_state: dict[str, torch.Tensor] = {}
+        if self.use_short_conv:
+            get = (lambda name: None) if state is None else state.get
+            q, conv_state["conv_q"] = self.q_conv1d(q, get("conv_q"))
+            k, conv_state["conv_k"] = self.k_conv1d(k, get("conv_k"))
+            v, conv_state["conv_v"] = self.v_conv1d(v, get("conv_v"))
+        else:
+            q, k, v = nn.functional.silu(q), nn.functional.silu(k), nn.functional.silu(v)
+        q = l2norm(q.view(B, T, 1, H, self.head_k_dim)).expand(B, T, N, H, self.head_k_dim)
+        k = l2norm(k.view(B, T, N * H, self.head_k_dim))
+        return q.reshape(B, T, N * H, self.head_k_dim), k, v.view(B, T, N * H, self.head_v_dim), conv_state
+
+    def forward(
+        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mix ``x: [B, T, D]``; return ``(y: [B, T, D], state)`` (pass ``state`` back to continue)."""
+        B, T = check_mixer_input(x, self.d_model)
+        if state is not None:
+            check_state(state, self.state_keys, B)
+        N, H = self.num_total, self.num_heads
+        routing = self.route(x)
+        q, k, v, conv_state = self.qkv(x, state)
+
+        # which memories each token writes to, [B, T, N]: its top-k plus the shared memory
+        active = routing.mask
+        mix = routing.weights
+        if self.shared_memory:
+            active = torch.cat([active, active.new_ones(B, T, 1)], dim=-1)
+            mix = torch.cat([mix, mix.new_ones(B, T, 1)], dim=-1)
+        active = active.unsqueeze(-1)
+        g = mamba2_log_decay(self.a_proj(x).view(B, T, N, H), self.A_log.view(N, H), self.dt_bias.view(N, H))
+        # masked_fill rather than multiplying by the mask: exact zeros, and no 0 * inf hazards
+        g = g.masked_fill(~active, 0.0).view(B, T, N * H)
+        beta = torch.sigmoid(self.b_proj(x)).view(B, T, N, H).masked_fill(~active, 0.0).view(B, T, N * H)
+
+        h0 = None if state is None else state["recurrent"]
+        if T == 1:
+            o, ht = ops.fused_recurrent_gated_delta_rule(
+                q, k, v, g, beta, initial_state=h0, output_final_state=True
+            )
+        else:
+            o, ht = ops.chunk_gated_delta_rule(
+                q, k, v, g, beta, initial_state=h0, output_final_state=True, chunk_size=self.chunk_size
+            )
+        # read-out is linear in the memory, so mixing readouts == reading the mixed memory
+        o = (o.view(B, T, N, H, self.head_v_dim) * mix.to(o.dtype)[..., None, None]).sum(2)
+        o = self.o_norm(o, self.g_proj(x).view(B, T, H, self.head_v_dim))
+        y = self.o_proj(o.reshape(B, T, self.value_dim))
+
+        if self.training:
+            self.aux_loss = self.aux_loss_scale * load_balancing_loss(
+                routing.probs, routing.indices, self.num_memories
+            )
+        else:
+            self.aux_loss = None
+        return y, {"recurrent": ht, **conv_state}
