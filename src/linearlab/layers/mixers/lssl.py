@@ -1,0 +1,176 @@
+"""Linear State-Space Layer (LSSL) with a fixed HiPPO-LegS matrix and learnable per-channel step sizes."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from linearlab.layers.mixers._shared_a import check_x
+from linearlab.layers.registry import register_mixer
+
+
+def hippo_legs(N: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """HiPPO-LegS ``A: [N, N]`` and ``B: [N]``.
+
+    ``A_nk = -sqrt(2n+1) sqrt(2k+1)`` for ``n > k``, ``-(n+1)`` for ``n = k``, 0 above the diagonal;
+    ``B_n = sqrt(2n+1)``.
+    """
+    r = torch.sqrt(2 * torch.arange(N, dtype=dtype) + 1)
+    A = -torch.tril(torch.outer(r, r), diagonal=-1) - torch.diag(torch.arange(1, N + 1, dtype=dtype))
+    return A, r.clone()
+
+
+def bilinear(A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear (Tustin) discretisation per channel.
+
+    ``A: [N, N]``, ``B: [N]``, ``dt: [D]`` -> ``Ab: [D, N, N] = (I - dt/2 A)^-1 (I + dt/2 A)`` and
+    ``Bb: [D, N] = (I - dt/2 A)^-1 dt B``.
+    """
+    eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
+    half = (dt / 2)[:, None, None] * A
+    # one batched solve instead of an explicit inverse (better conditioned)
+    rhs = torch.cat([eye + half, (dt[:, None] * B)[..., None]], dim=-1)
+    sol = torch.linalg.solve(eye - half, rhs)
+    return sol[..., :-1], sol[..., -1]
+
+
+def krylov(Ab: torch.Tensor, Bb: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[Bb, Ab Bb, ..., Ab^{L-1} Bb]: [D, N, L]`` and ``Ab^L: [D, N, N]`` by repeated squaring.
+
+    Each doubling step costs one batched matmul, so the length-L kernel needs ``O(log L)`` steps.
+    """
+    X = Bb[..., None]
+    power = Ab  # Ab^(current length)
+    while X.shape[-1] < L:
+        X = torch.cat([X, power @ X], dim=-1)
+        power = power @ power
+    X = X[..., :L]
+    # power is Ab^(2^k) >= L; recompute Ab^L exactly from the binary expansion of L
+    result = torch.eye(Ab.shape[-1], dtype=Ab.dtype, device=Ab.device).expand_as(Ab)
+    base, n = Ab, L
+    while n:
+        if n & 1:
+            result = result @ base
+        base = base @ base
+        n >>= 1
+    return X, result
+
+
+def causal_fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """``y_t = sum_{s<=t} K_{t-s} u_s`` along the last dim: ``u: [B, D, L]``, ``K: [D, L]``.
+
+    Zero-padding to ``2L`` turns the FFT's circular convolution into a linear one.
+    """
+    L = u.shape[-1]
+    n = 2 * L
+    y = torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(K, n=n), n=n)
+    return y[..., :L]
+
+
+@register_mixer("lssl")
+class LinearStateSpaceLayer(nn.Module):
+    """LSSL: one HiPPO-LegS state-space model per channel, then GELU and a position-wise linear map.
+
+    Paper: Gu, Johnson, Goel, Saab, Dao, Rudra, Re, "Combining Recurrent, Convolutional, and
+    Continuous-time Models with Linear State-Space Layers" (NeurIPS 2021, arXiv 2110.13985).
+
+    Per channel ``c``: ``x_t = Ab_c x_{t-1} + Bb_c u_t``, ``y_t = C_c x_t + D_c u_t`` with the bilinear
+    discretisation of the fixed HiPPO-LegS ``(A, B)`` at a learnable step ``dt_c`` (log-uniform
+    init in ``[dt_min, dt_max]``) ("LSSL-fixed": A and B are not trained). Training runs the
+    convolution ``y = K * u + D u`` with ``K = (C Bb, C Ab Bb, ...)`` via FFT; a single-token step
+    runs the recurrence. Output: ``W_o GELU(y)``.
+
+    Args:
+        d_model: model width ``D`` (= number of SSM channels).
+        d_state: state size ``N`` per channel. Default: 64.
+        dt_min, dt_max: range of the initial step sizes. Default: 1e-3, 1e-1.
+        layer_idx, num_layers: position in the model (unused; accepted for the mixer contract).
+
+    State: ``{"ssm": [B, D, N]}`` (the SSM state after the last token).
+
+    Example:
+        >>> mixer = LinearStateSpaceLayer(32, d_state=16)
+        >>> y, state = mixer(torch.randn(2, 100, 32))
+    """
+
+    A: torch.Tensor
+    B: torch.Tensor
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        layer_idx: int = 0,
+        num_layers: int = 1,
+    ) -> None:
+        super().__init__()
+        if d_state < 1:
+            raise ValueError(f"d_state: must be >= 1, got {d_state}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"dt_min, dt_max: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+        self.d_model = d_model
+        self.d_state = d_state
+        A, B = hippo_legs(d_state)
+        self.register_buffer("A", A.float())
+        self.register_buffer("B", B.float())
+        u = torch.rand(d_model)
+        self.log_dt = nn.Parameter(math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min)))
+        # C ~ N(0, 1/N) keeps the kernel's scale roughly independent of N
+        self.C = nn.Parameter(torch.randn(d_model, d_state) / math.sqrt(d_state))
+        self.D = nn.Parameter(torch.ones(d_model))
+        self.o_proj = nn.Linear(d_model, d_model)
+
+    def discretize(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Ab: [D, N, N]``, ``Bb: [D, N]`` at the current step sizes (computed in ``dtype``)."""
+        return bilinear(self.A.to(dtype), self.B.to(dtype), self.log_dt.to(dtype).exp())
+
+    def forward(
+        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``x: [B, T, D] -> y: [B, T, D]``; ``state`` as returned by the previous call (None at start)."""
+        check_x(x, self.d_model)
+        # float64 stays float64 (tests); anything else runs the SSM in float32
+        sd = torch.float64 if x.dtype == torch.float64 else torch.float32
+        u = x.to(sd).transpose(1, 2)  # [B, D, T]
+        Ab, Bb = self.discretize(sd)
+        C = self.C.to(sd)
+        h0 = None if state is None else state["ssm"].to(sd)
+        if x.shape[1] == 1:
+            h = Bb * u[..., 0, None]
+            if h0 is not None:
+                h = h + (Ab @ h0[..., None])[..., 0]
+            y = (h * C).sum(-1)[..., None]
+        else:
+            y, h = self._convolve(u, Ab, Bb, C, h0)
+        y = y + self.D.to(sd)[:, None] * u
+        out = self.o_proj(F.gelu(y.transpose(1, 2).to(x.dtype)))
+        return out, {"ssm": h}
+
+    @staticmethod
+    def _convolve(
+        u: torch.Tensor, Ab: torch.Tensor, Bb: torch.Tensor, C: torch.Tensor, h0: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Convolutional mode. ``u: [B, D, T]`` -> ``y: [B, D, T]`` (without ``D u``), final state ``[B, D, N]``."""
+        T = u.shape[-1]
+        X, Ab_T = krylov(Ab, Bb, T)  # X[..., j] = Ab^j Bb
+        K = torch.einsum("dn,dnl->dl", C, X)
+        y = causal_fft_conv(u, K)
+        # final state: sum_j Ab^(T-1-j) Bb u_j  (+ Ab^T h0)
+        h = torch.einsum("dnl,bdl->bdn", X.flip(-1), u)
+        if h0 is not None:
+            # the carried state adds C Ab^t (Ab h0) to y_t; the row vectors C Ab^t are the Krylov
+            # sequence of the transposed system: W[..., t] = (Ab^T)^t C^T
+            W, _ = krylov(Ab.transpose(-1, -2), C, T)
+            h1 = (Ab @ h0[..., None])[..., 0]  # Ab h0: [B, D, N]
+            y = y + torch.einsum("dnl,bdn->bdl", W, h1)
+            h = h + (Ab_T @ h0[..., None])[..., 0]
+        return y, h
+
+    def state_size(self, seq_len: int) -> int:
+        """Scalars per sequence: ``D * N``, independent of ``seq_len``."""
+        return self.d_model * self.d_state

@@ -1,0 +1,141 @@
+"""Softmax attention baselines: full causal attention and sliding-window attention, both with RoPE."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from linearlab.layers.mixers._shared_a import (
+    check_heads,
+    check_x,
+    get_position,
+    merge_heads,
+    position_tensor,
+    split_heads,
+)
+from linearlab.layers.registry import register_mixer
+from linearlab.layers.rotary import RotaryEmbedding
+
+
+@register_mixer("softmax")
+class SoftmaxAttention(nn.Module):
+    """Causal multi-head softmax attention with rotary position embedding.
+
+    Paper: Vaswani et al., "Attention Is All You Need" (arXiv 1706.03762); RoPE from Su et al.,
+    "RoFormer" (arXiv 2104.09864).
+
+    Args:
+        d_model: model width ``D``.
+        num_heads: heads ``H`` (must divide ``D``; ``D/H`` even for RoPE). Default: 4.
+        rope: rotate ``q, k`` by position. Default: True.
+        rope_base: RoPE wavelength base. Default: 10000.
+        window_size: each token sees itself and the ``window_size - 1`` previous tokens; None = all.
+            Default: None (the ``sliding_window`` mixer defaults to 64).
+        layer_idx, num_layers: position in the model (unused; accepted for the mixer contract).
+
+    State (KV cache): ``{"k": [B, P, H, D/H], "v": [B, P, H, D/H], "pos": []}`` with rotated keys;
+    ``P`` = tokens seen (at most ``window_size - 1`` with a window: older ones can never be seen again).
+
+    Example:
+        >>> mixer = SoftmaxAttention(64, num_heads=4)
+        >>> y, cache = mixer(torch.randn(2, 10, 64))
+        >>> y_next, cache = mixer(torch.randn(2, 1, 64), cache)
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int = 4,
+        rope: bool = True,
+        rope_base: float = 10000.0,
+        window_size: int | None = None,
+        layer_idx: int = 0,
+        num_layers: int = 1,
+    ) -> None:
+        super().__init__()
+        if window_size is not None and window_size < 1:
+            raise ValueError(f"window_size: must be >= 1 or None, got {window_size}")
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.head_dim = check_heads(d_model, num_heads)
+        if rope and self.head_dim % 2:
+            raise ValueError(
+                f"num_heads: RoPE needs an even head dim, got d_model/num_heads = {self.head_dim}"
+            )
+        self.window_size = window_size
+        self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.o_proj = nn.Linear(d_model, d_model, bias=False)
+        self.rotary = RotaryEmbedding(self.head_dim, base=rope_base) if rope else None
+
+    def forward(
+        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``x: [B, T, D] -> y: [B, T, D]``; ``state`` = the KV cache returned by the previous call."""
+        from linearlab.ops import attention
+
+        check_x(x, self.d_model)
+        pos = get_position(state)
+        T = x.shape[1]
+        q, k, v = (split_heads(t, self.num_heads) for t in self.qkv_proj(x).chunk(3, dim=-1))
+        if self.rotary is not None:
+            q, k = self.rotary(q, offset=pos), self.rotary(k, offset=pos)
+        P = 0
+        if state is not None:
+            P = state["k"].shape[1]
+            k = torch.cat([state["k"].to(k.dtype), k], dim=1)
+            v = torch.cat([state["v"].to(v.dtype), v], dim=1)
+        if T == 1:
+            o = self._step(q, k, v)
+        else:
+            # queries for the P cached positions are zeros whose outputs are dropped: the causal
+            # (and window) mask of the op then lines up with the absolute positions of k, v
+            q_full = torch.cat([q.new_zeros(q.shape[0], P, *q.shape[2:]), q], dim=1) if P else q
+            o, _ = attention(q_full, k, v, causal=True, window_size=self.window_size)
+            o = o[:, P:]
+        keep = k.shape[1] if self.window_size is None else min(k.shape[1], self.window_size - 1)
+        cache = {
+            "k": k[:, k.shape[1] - keep :],
+            "v": v[:, v.shape[1] - keep :],
+            "pos": position_tensor(pos + T, x.device),
+        }
+        return self.o_proj(merge_heads(o).to(x.dtype)), cache
+
+    def _step(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        from linearlab.ops import attention_step
+
+        # the cache we pass already holds this token's key/value and is trimmed to the window
+        if self.window_size is not None:
+            k, v = k[:, -self.window_size :], v[:, -self.window_size :]
+        o, _ = attention_step(q, k, v, window_size=self.window_size)
+        return o
+
+    def state_size(self, seq_len: int) -> int:
+        """Scalars per sequence: ``2 * L * D`` keys and values, ``L = seq_len`` (capped by the window)."""
+        length = seq_len if self.window_size is None else min(seq_len, self.window_size - 1)
+        return 2 * max(length, 1) * self.d_model
+
+
+@register_mixer("sliding_window")
+class SlidingWindowAttention(SoftmaxAttention):
+    """Sliding-window causal softmax attention with RoPE: token ``t`` sees tokens ``t - w + 1 .. t``.
+
+    Paper: Beltagy, Peters, Cohan, "Longformer: The Long-Document Transformer" (arXiv 2004.05150),
+    used causally as in Mistral and the Zoology MQAR sweep. The KV cache keeps only the last
+    ``window_size - 1`` tokens, so the state is bounded.
+
+    Args: as :class:`SoftmaxAttention`, with ``window_size: int = 64`` (required to be an int).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int = 4,
+        window_size: int = 64,
+        rope: bool = True,
+        rope_base: float = 10000.0,
+        layer_idx: int = 0,
+        num_layers: int = 1,
+    ) -> None:
+        if not isinstance(window_size, int) or window_size < 1:
+            raise ValueError(f"window_size: sliding_window needs an int >= 1, got {window_size!r}")
+        super().__init__(d_model, num_heads, rope, rope_base, window_size, layer_idx, num_layers)

@@ -1,0 +1,160 @@
+"""TransNormer's two attentions: NormAttention (linear, output-normalised) and DiagAttention (block softmax)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from linearlab.layers.feature_maps import create_feature_map
+from linearlab.layers.mixers._shared_a import (
+    SimpleRMSNorm,
+    check_choice,
+    check_heads,
+    check_x,
+    get_position,
+    linear_attn,
+    merge_heads,
+    position_tensor,
+    simple_gla,
+    split_heads,
+)
+from linearlab.layers.registry import register_mixer
+
+
+def block_causal_softmax(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Causal softmax attention inside non-overlapping blocks of ``block_size`` tokens.
+
+    ``q, k, v: [B, T, H, D]`` with token 0 at a block boundary -> ``o: [B, T, H, D]``.
+    """
+    from linearlab.ops import attention
+
+    B, T, H, D = q.shape
+    n = -(-T // block_size)
+    pad = n * block_size - T
+
+    def blocks(t: torch.Tensor) -> torch.Tensor:
+        # padding sits after the last real token, so the causal mask keeps it out of every real output
+        t = torch.cat([t, t.new_zeros(B, pad, H, t.shape[-1])], dim=1) if pad else t
+        return t.reshape(B * n, block_size, H, t.shape[-1])
+
+    o, _ = attention(blocks(q), blocks(k), blocks(v), causal=True)
+    return o.reshape(B, n * block_size, H, -1)[:, :T]
+
+
+@register_mixer("transnormer")
+class TransNormerAttention(nn.Module):
+    """TransNormer attention: ``attn_type="norm"`` (NormAttention) or ``"diag"`` (DiagAttention).
+
+    Paper: Qin, Han, Sun, Li, Kong, Barnes, Zhong, "The Devil in Linear Transformer" (EMNLP 2022,
+    arXiv 2210.10340). TransNormer uses DiagAttention in the first half of the layers and
+    NormAttention in the second half; build that by choosing ``attn_type`` per layer.
+
+    - NormAttention: ``S_t = lambda S_{t-1} + phi(k_t)^T v_t``, ``o_t = SRMSNorm(phi(q_t) S_t)`` (no
+      denominator, whose unbounded gradients the paper diagnoses; ``lambda = 1`` unless ``decay``).
+    - DiagAttention: causal softmax attention inside non-overlapping blocks of ``block_size`` tokens
+      (T2 variant), which fights the "attention dilution" of linear attention in early layers.
+    Both are followed by ``W_o``.
+
+    Args:
+        d_model: model width ``D``.
+        num_heads: heads ``H`` (must divide ``D``). Default: 4.
+        attn_type: ``"norm"`` or ``"diag"``. Default: ``"norm"``.
+        feature_map: NormAttention kernel (``"elu"`` = T1, ``"elu1"`` = T2, or any registered map).
+            Default: ``"elu"``.
+        decay: optional NormAttention decay ``lambda`` in (0, 1) shared by all heads. Default: None.
+        block_size: DiagAttention block length. Default: 64.
+        layer_idx, num_layers: position in the model (unused; accepted for the mixer contract).
+
+    State: ``{"S": [B, H, D/H, D/H]}`` for ``norm``; for ``diag`` the current block's keys and values
+    ``{"k": [B, P, H, D/H], "v": [B, P, H, D/H], "pos": []}`` with ``P = pos % block_size``.
+
+    Example:
+        >>> mixer = TransNormerAttention(64, attn_type="diag", block_size=16)
+        >>> y, state = mixer(torch.randn(2, 40, 64))
+    """
+
+    g_gamma: torch.Tensor | None
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int = 4,
+        attn_type: str = "norm",
+        feature_map: str = "elu",
+        decay: float | None = None,
+        block_size: int = 64,
+        layer_idx: int = 0,
+        num_layers: int = 1,
+    ) -> None:
+        super().__init__()
+        check_choice("attn_type", attn_type, ("norm", "diag"))
+        if decay is not None and not 0.0 < decay < 1.0:
+            raise ValueError(f"decay: must be in (0, 1) or None, got {decay}")
+        if block_size < 1:
+            raise ValueError(f"block_size: must be >= 1, got {block_size}")
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.head_dim = check_heads(d_model, num_heads)
+        self.attn_type = attn_type
+        self.block_size = block_size
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, d_model, bias=False)
+        self.o_proj = nn.Linear(d_model, d_model, bias=False)
+        if attn_type == "norm":
+            self.q_map = create_feature_map(feature_map, self.head_dim, num_heads)
+            self.k_map = create_feature_map(feature_map, self.head_dim, num_heads)
+            self.norm = SimpleRMSNorm()
+            g = None if decay is None else torch.full((num_heads,), math.log(decay), dtype=torch.float64)
+            self.register_buffer("g_gamma", g, persistent=False)
+
+    def forward(
+        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``x: [B, T, D] -> y: [B, T, D]``; ``state`` as returned by the previous call (None at start)."""
+        check_x(x, self.d_model)
+        q = split_heads(self.q_proj(x), self.num_heads)
+        k = split_heads(self.k_proj(x), self.num_heads)
+        v = split_heads(self.v_proj(x), self.num_heads)
+        if self.attn_type == "norm":
+            o, new_state = self._norm_attention(q, k, v, state)
+        else:
+            o, new_state = self._diag_attention(q, k, v, state)
+        return self.o_proj(o.to(x.dtype)), new_state
+
+    def _norm_attention(self, q, k, v, state):
+        q, k = self.q_map(q), self.k_map(k)
+        S0 = None if state is None else state["S"]
+        # no 1/sqrt(d) scale: the output norm removes any global scale anyway
+        if self.g_gamma is None:
+            o, S = linear_attn(q, k, v, S0, normalize=False, scale=1.0)
+        else:
+            g = self.g_gamma.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
+            o, S = simple_gla(q, k, v, g, S0, scale=1.0)
+        return self.norm(merge_heads(o)), {"S": S}
+
+    def _diag_attention(self, q, k, v, state):
+        pos = get_position(state)
+        T = q.shape[1]
+        if state is not None:
+            # the cache starts at the current block's boundary, so block_causal_softmax's blocks line up
+            k = torch.cat([state["k"].to(k.dtype), k], dim=1)
+            v = torch.cat([state["v"].to(v.dtype), v], dim=1)
+            q = torch.cat([q.new_zeros(q.shape[0], k.shape[1] - T, *q.shape[2:]), q], dim=1)
+        o = block_causal_softmax(q, k, v, self.block_size)[:, -T:]
+        keep = (pos + T) % self.block_size
+        new_state = {
+            "k": k[:, k.shape[1] - keep :],
+            "v": v[:, v.shape[1] - keep :],
+            "pos": position_tensor(pos + T, q.device),
+        }
+        return merge_heads(o), new_state
+
+    def state_size(self, seq_len: int) -> int:
+        """Scalars per sequence: ``H (D/H)^2`` for ``norm``; for ``diag`` the largest block cache,
+        ``2 * min(seq_len, block_size - 1) * D`` (bounded in ``seq_len``)."""
+        if self.attn_type == "norm":
+            return self.num_heads * self.head_dim * self.head_dim
+        return 2 * max(1, min(seq_len, self.block_size - 1)) * self.d_model
