@@ -1,0 +1,35 @@
+"""Token-by-token reference for Lightning attention (naive simple GLA with the Lightning decay)."""
+
+from __future__ import annotations
+
+import torch
+
+from linearlab.ops.lightning_attn._common import lightning_attn_decay
+from linearlab.ops.simple_gla.naive import naive_recurrent_simple_gla
+from linearlab.ops.utils import check_qkv, state_dtype
+
+
+def naive_recurrent_lightning_attn(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layer_idx: int,
+    num_layers: int,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Ground truth for ``chunk_lightning_attn``; same args and returns."""
+    H = check_qkv(q, k, v)[2]
+    g_gamma = lightning_attn_decay(H, layer_idx, num_layers, dtype=state_dtype(q), device=q.device)
+    return naive_recurrent_simple_gla(
+        q,
+        k,
+        v,
+        g_gamma=g_gamma,
+        scale=scale,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        cu_seqlens=cu_seqlens,
+    )

@@ -1,0 +1,300 @@
+"""Chunked (matmul-based) scalar-decay linear attention: the training path.
+
+The sequence is cut into chunks of ``C`` tokens. Everything inside a chunk is one batched matmul over
+all chunks at once; only a ``[H, K, V]`` state update per chunk is sequential. Forward and backward
+are written by hand (``_ChunkScalarDecay``) so autograd never records the per-chunk scan.
+See ``README.md`` in this folder for the equations.
+
+Numerics: every exponent used here is ``<= 0``. ``b`` is the cumulative log decay *local to its
+chunk*, so ``exp(b_i)``, ``exp(b_C - b_j)`` and ``exp(b_i - b_j)`` (j <= i, masked to -inf above the
+diagonal before the exp) are all in ``[0, 1]``; strong gates underflow to 0 instead of overflowing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from linearlab.ops.simple_gla._common import (
+    check_chunk_size,
+    retention_decay,
+    total_gate,
+    validate,
+)
+from linearlab.ops.utils import check_qkv, pad_time, run_varlen, state_dtype
+
+
+def _state_scan(a: torch.Tensor | None, U: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    """States entering each chunk and after the last: ``[B, H, N + 1, K, V]``.
+
+    ``S^(0) = h0``, ``S^(c+1) = a_c S^(c) + U_c`` with ``a: [B, H, N]`` (None: no decay).
+    """
+    B, H, N, K, V = U.shape
+    S = U.new_empty(B, H, N + 1, K, V)
+    if h0 is None:
+        S[:, :, 0].zero_()
+    else:
+        S[:, :, 0].copy_(h0)
+    if a is None:  # no decay: the scan is a cumulative sum
+        torch.cumsum(U, dim=2, out=S[:, :, 1:])
+        if h0 is not None:
+            S[:, :, 1:] += h0[:, :, None]
+        return S
+    a5 = a[..., None, None]
+    for c in range(N):
+        torch.addcmul(U[:, :, c], S[:, :, c], a5[:, :, c], out=S[:, :, c + 1])
+    return S
+
+
+def _grad_scan(a: torch.Tensor | None, R: torch.Tensor, dht: torch.Tensor | None) -> torch.Tensor:
+    """Reverse scan of the state gradient: ``[B, H, N + 1, K, V]``, entry c is dL/dS^(c).
+
+    ``G^(N) = dht``, ``G^(c) = R_c + a_c G^(c+1)`` where ``R_c`` is the gradient from chunk c's reads.
+    """
+    B, H, N, K, V = R.shape
+    G = R.new_empty(B, H, N + 1, K, V)
+    if dht is None:
+        G[:, :, N].zero_()
+    else:
+        G[:, :, N].copy_(dht)
+    if a is None:
+        torch.cumsum(R.flip(2), dim=2, out=G[:, :, :N])
+        G[:, :, :N] = G[:, :, :N].flip(2)
+        if dht is not None:
+            G[:, :, :N] += dht[:, :, None]
+        return G
+    a5 = a[..., None, None]
+    for c in range(N - 1, -1, -1):
+        torch.addcmul(R[:, :, c], G[:, :, c + 1], a5[:, :, c], out=G[:, :, c])
+    return G
+
+
+class _ChunkScalarDecay(torch.autograd.Function):
+    """``(q, k, v, b, h0) -> (o, ht)`` on chunked tensors.
+
+    q, k: ``[B, H, N, C, K]``; v: ``[B, H, N, C, V]``; b: ``[B, H, N, C]`` chunk-local cumulative log
+    decay or None; h0: ``[B, H, K, V]`` or None. All in the compute dtype (float32/float64).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, b, h0, scale: float):
+        C = q.shape[3]
+        qs = q * scale
+        causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril_()
+        if b is not None:
+            bC = b[..., -1]  # [B, H, N]
+            a = torch.exp(bC)
+            eb = torch.exp(b)
+            diff = (b[..., :, None] - b[..., None, :]).masked_fill_(~causal, float("-inf"))
+            D = diff.exp_()  # D_ij = exp(b_i - b_j) for j <= i, else 0
+            A = (qs @ k.transpose(-1, -2)).mul_(D)
+            f = torch.exp(bC[..., None] - b)  # decay from token j to the chunk end
+            kd = k * f[..., None]
+            qe = qs * eb[..., None]
+        else:
+            a = D = f = None
+            A = (qs @ k.transpose(-1, -2)).masked_fill_(~causal, 0.0)
+            kd, qe = k, qs
+        U = kd.transpose(-1, -2) @ v  # [B, H, N, K, V]
+        S = _state_scan(a, U, h0)
+        o = A @ v
+        o.add_(qe @ S[:, :, :-1])
+        ht = S[:, :, -1].clone()
+        ctx.scale = scale
+        ctx.set_materialize_grads(False)
+        ctx.has_h0 = h0 is not None
+        ctx.save_for_backward(q, k, v, b, A, D, S, a, f)
+        return o, ht
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        q, k, v, b, A, D, S, a, f = ctx.saved_tensors
+        scale = ctx.scale
+        if do is None:
+            do = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
+        qs = q * scale
+        Sprev = S[:, :, :-1]
+        C = q.shape[3]
+        # intra-chunk: o_intra = A v with A = (qs k^T) * D (masked)
+        dA = do @ v.transpose(-1, -2)
+        dv = A.transpose(-1, -2) @ do
+        if D is not None:
+            P = dA * D
+        else:
+            causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril_()
+            P = dA.masked_fill(~causal, 0.0)
+        dqs = P @ k
+        dk = P.transpose(-1, -2) @ qs
+        # inter-chunk read: o_inter = (qs * exp(b)) S_prev
+        X = do @ Sprev.transpose(-1, -2)  # [B, H, N, C, K]
+        if b is not None:
+            eb = torch.exp(b)
+            dqs.add_(X * eb[..., None])
+            qe = qs * eb[..., None]
+        else:
+            dqs.add_(X)
+            qe = qs
+        R = qe.transpose(-1, -2) @ do  # [B, H, N, K, V]
+        G = _grad_scan(a, R, dht)
+        Gnext = G[:, :, 1:]
+        # state write: U = (k * f)^T v
+        Y = v @ Gnext.transpose(-1, -2)  # [B, H, N, C, K]
+        if f is not None:
+            dk_inter = Y * f[..., None]
+            dv.add_((k * f[..., None]) @ Gnext)
+        else:
+            dk_inter = Y
+            dv.add_(k @ Gnext)
+        dk.add_(dk_inter)
+        db = None
+        if b is not None and ctx.needs_input_grad[3]:
+            W = dA * A
+            db = W.sum(-1) - W.sum(-2)
+            db.add_((X * qe).sum(-1))  # = dO_i . o_inter_i
+            dlog = (dk_inter * k).sum(-1)  # d loss / d log f_j
+            db.sub_(dlog)
+            dbC = dlog.sum(-1) + a * (Gnext * Sprev).sum((-1, -2))
+            db[..., -1] += dbC
+        dh0 = G[:, :, 0] if ctx.has_h0 else None
+        return dqs * scale, dk, dv, db, dh0, None
+
+
+def _to_chunks(x: torch.Tensor, C: int, sd: torch.dtype) -> torch.Tensor:
+    """``[B, T, H, ...] -> [B, H, N, C, ...]`` in dtype ``sd`` (zero-padded in time)."""
+    x = pad_time(x.to(sd), C)
+    B, Tp, H = x.shape[:3]
+    x = x.reshape(B, Tp // C, C, H, *x.shape[3:])
+    perm = (0, 3, 1, 2) + tuple(range(4, x.dim()))
+    return x.permute(*perm).contiguous()
+
+
+def chunk_scalar_decay_fixed(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor | None,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Chunked form on one fixed-length batch. ``g: [B, T, H]`` total log gate (state dtype) or None.
+
+    Returns ``o: [B, T, H, V]`` in the *state* dtype (callers cast) and the final state or None.
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    sd = state_dtype(q)
+    C = min(chunk_size, T)
+    qc, kc, vc = (_to_chunks(x, C, sd) for x in (q, k, v))
+    b = None
+    if g is not None:
+        # padded steps get g = 0, so the chunk-end decay equals the last real token's
+        b = _to_chunks(g, C, sd).cumsum(-1)
+    h0 = None if initial_state is None else initial_state.to(sd)
+    o, ht = _ChunkScalarDecay.apply(qc, kc, vc, b, h0, scale)
+    o = o.permute(0, 2, 3, 1, 4).reshape(B, -1, H, V)[:, :T]
+    return o, (ht if output_final_state else None)
+
+
+def chunk_scalar_decay(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor | None,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    cu_seqlens: torch.Tensor | None,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Validated-input entry shared by simple GLA, retention, Lightning and linear attention.
+
+    Returns ``o`` in the state dtype; packed sequences (``cu_seqlens``) are run one by one.
+    """
+    if cu_seqlens is None:
+        return chunk_scalar_decay_fixed(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
+    return run_varlen(
+        lambda q, k, v, g, initial_state, output_final_state: chunk_scalar_decay_fixed(
+            q, k, v, g, scale, initial_state, output_final_state, chunk_size
+        ),
+        {"q": q, "k": k, "v": v, "g": g},
+        cu_seqlens,
+        initial_state,
+        output_final_state,
+    )
+
+
+def chunk_simple_gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor | None = None,
+    g_gamma: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    *,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Simple GLA (scalar per-head decay) in chunked form; same math as ``naive_recurrent_simple_gla``.
+
+    ``S_t = exp(g_t + g_gamma) S_{t-1} + k_t^T v_t``, ``o_t = scale * q_t S_t``.
+
+    Args:
+        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]`` (float64, float32 or bfloat16).
+        g: ``[B, T, H]`` data-dependent log decay (<= 0) or None.
+        g_gamma: ``[H]`` constant per-head log decay (<= 0) or None. Both may be given: they add.
+        scale: query scale, default ``K ** -0.5``.
+        initial_state: ``[N, H, K, V]``; N = B, or the number of sequences with ``cu_seqlens``.
+        output_final_state: also return the final state ``[N, H, K, V]`` (float32/float64).
+        cu_seqlens: ``[N + 1]`` boundaries of packed sequences (B must be 1).
+        chunk_size: tokens per chunk (any positive int; 64 is a good CPU default).
+
+    Returns:
+        ``(o, final_state)``: ``o: [B, T, H, V]`` in q's dtype; ``final_state`` None unless requested.
+
+    Example:
+        >>> q = k = v = torch.randn(1, 10, 2, 8)
+        >>> g = torch.nn.functional.logsigmoid(torch.randn(1, 10, 2))
+        >>> o, ht = chunk_simple_gla(q, k, v, g, output_final_state=True)
+        >>> o.shape, ht.shape
+        (torch.Size([1, 10, 2, 8]), torch.Size([1, 2, 8, 8]))
+    """
+    scale = validate(q, k, v, g, g_gamma, scale, initial_state, cu_seqlens)
+    chunk_size = check_chunk_size(chunk_size)
+    gate = total_gate(g, g_gamma, q)
+    o, ht = chunk_scalar_decay(
+        q, k, v, gate, scale, initial_state, output_final_state, cu_seqlens, chunk_size
+    )
+    return o.to(q.dtype), ht
+
+
+def chunk_retention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    *,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """RetNet retention: simple GLA with ``g_gamma[h] = log(1 - 2**(-5 - h))`` (h = 0-based head).
+
+    Shapes and returns as in :func:`chunk_simple_gla` (no gate argument).
+    """
+    H = check_qkv(q, k, v)[2]
+    gamma = retention_decay(H, dtype=state_dtype(q), device=q.device)
+    return chunk_simple_gla(
+        q,
+        k,
+        v,
+        g_gamma=gamma,
+        scale=scale,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        cu_seqlens=cu_seqlens,
+        chunk_size=chunk_size,
+    )
