@@ -71,7 +71,7 @@ class SoftmaxAttention(nn.Module):
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``x: [B, T, D] -> y: [B, T, D]``; ``state`` = the KV cache returned by the previous call."""
-        from linearlab.ops import attention
+        from linearlab.ops import attention, attention_step
 
         check_x(x, self.d_model)
         pos = get_position(state)
@@ -79,35 +79,21 @@ class SoftmaxAttention(nn.Module):
         q, k, v = (split_heads(t, self.num_heads) for t in self.qkv_proj(x).chunk(3, dim=-1))
         if self.rotary is not None:
             q, k = self.rotary(q, offset=pos), self.rotary(k, offset=pos)
-        P = 0
-        if state is not None:
-            P = state["k"].shape[1]
-            k = torch.cat([state["k"].to(k.dtype), k], dim=1)
-            v = torch.cat([state["v"].to(v.dtype), v], dim=1)
-        if T == 1:
-            o = self._step(q, k, v)
+        if state is None:
+            o = attention(q, k, v, causal=True, window_size=self.window_size)
+            k_all, v_all = k, v
+            if self.window_size is not None:
+                # keep what a later query can still see: the last window_size - 1 tokens
+                keep = min(T, self.window_size - 1)
+                k_all, v_all = k[:, T - keep :], v[:, T - keep :]
         else:
-            # queries for the P cached positions are zeros whose outputs are dropped: the causal
-            # (and window) mask of the op then lines up with the absolute positions of k, v
-            q_full = torch.cat([q.new_zeros(q.shape[0], P, *q.shape[2:]), q], dim=1) if P else q
-            o, _ = attention(q_full, k, v, causal=True, window_size=self.window_size)
-            o = o[:, P:]
-        keep = k.shape[1] if self.window_size is None else min(k.shape[1], self.window_size - 1)
-        cache = {
-            "k": k[:, k.shape[1] - keep :],
-            "v": v[:, v.shape[1] - keep :],
-            "pos": position_tensor(pos + T, x.device),
-        }
+            # the step op appends k, v to the cache, attends (T == 1 decoding or a chunk of
+            # prefill) and trims the cache to the window
+            o, (k_all, v_all) = attention_step(
+                q, k, v, cache=(state["k"], state["v"]), window_size=self.window_size
+            )
+        cache = {"k": k_all, "v": v_all, "pos": position_tensor(pos + T, x.device)}
         return self.o_proj(merge_heads(o).to(x.dtype)), cache
-
-    def _step(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        from linearlab.ops import attention_step
-
-        # the cache we pass already holds this token's key/value and is trimmed to the window
-        if self.window_size is not None:
-            k, v = k[:, -self.window_size :], v[:, -self.window_size :]
-        o, _ = attention_step(q, k, v, window_size=self.window_size)
-        return o
 
     def state_size(self, seq_len: int) -> int:
         """Scalars per sequence: ``2 * L * D`` keys and values, ``L = seq_len`` (capped by the window)."""

@@ -39,7 +39,7 @@ def block_causal_softmax(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bloc
         t = torch.cat([t, t.new_zeros(B, pad, H, t.shape[-1])], dim=1) if pad else t
         return t.reshape(B * n, block_size, H, t.shape[-1])
 
-    o, _ = attention(blocks(q), blocks(k), blocks(v), causal=True)
+    o = attention(blocks(q), blocks(k), blocks(v), causal=True)
     return o.reshape(B, n * block_size, H, -1)[:, :T]
 
 
