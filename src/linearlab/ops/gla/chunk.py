@@ -74,7 +74,9 @@ class _Intra:
         limit = (torch.arange(m, device=ell.device) + (0 if exact else 1)) * sub
         keep = (pos[None, :] < limit[:, None])[..., None]  # [m, C, 1]: keys allowed per sub-chunk
         diff = ref - ell[..., None, :, :]  # [.., m, C, K]
-        self.k_fac = torch.exp(diff.masked_fill(~keep, float("-inf")))  # mask BEFORE exp
+        if not bool(keep.all()):  # whole-chunk factorisation keeps every key: nothing to mask
+            diff = diff.masked_fill(~keep, float("-inf"))  # mask BEFORE exp
+        self.k_fac = torch.exp(diff)
         self.Q = self.qs_b * self.q_fac  # [.., m, s, K]
         self.Kx = k[..., None, :, :] * self.k_fac  # [.., m, C, K]
         if exact:
@@ -107,16 +109,33 @@ class _Intra:
         return dqs_b.flatten(-3, -2), dk
 
 
-def _needs_exact(ell: torch.Tensor, sub: int) -> bool:
-    """True when some sub-chunk's decay span is too large for the factorised diagonal blocks."""
-    ell_b = ell.unflatten(-2, (ell.shape[-2] // sub, sub))
-    span = (ell_b[..., 0, :] - ell_b[..., -1, :]).max()
-    return bool(span > _SAFE_SPAN[ell.dtype])
+def _intra_plan(ell: torch.Tensor, sub: int) -> tuple[int, bool]:
+    """Pick how to compute the intra-chunk scores of a segment: ``(sub-chunk size, exact)``.
+
+    The decay span of a block is ``l_first - l_last`` (>= 0). If every whole chunk spans at most
+    ``_SAFE_SPAN``, one reference per chunk is safe (``sub = C``: a single matmul per chunk, the
+    common case for ``logsigmoid(x) / 16`` gates). Otherwise use sub-chunks, with factorised
+    diagonal blocks if each sub-chunk is safe, else exact diagonal blocks.
+    """
+    C = ell.shape[-2]
+    limit = _SAFE_SPAN[ell.dtype]
+    if (ell[..., 0, :] - ell[..., -1, :]).max() <= limit:
+        return C, False
+    ell_b = ell.unflatten(-2, (C // sub, sub))
+    return sub, bool((ell_b[..., 0, :] - ell_b[..., -1, :]).max() > limit)
+
+
+def _cumsum(g: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """Chunk-local (reverse) cumsum over dim -2 as a matmul with a triangle of ones: much faster
+    than ``cumsum`` over a strided dim on CPU."""
+    C = g.shape[-2]
+    ones = torch.ones(C, C, dtype=g.dtype, device=g.device)
+    return (ones.triu() if reverse else ones.tril()) @ g
 
 
 def _fwd_segment(q, k, v, g, S, scale: float, sub: int):
     """One segment of chunks (``[B, H, n, C, D]``); returns ``(o, S_after, S_before_each_chunk)``."""
-    ell = g.cumsum(-2)
+    ell = _cumsum(g)
     last = ell[..., -1:, :]
     kd = k * torch.exp(last - ell)  # keys decayed to the chunk end (exponent <= 0)
     U = kd.transpose(-1, -2) @ v  # [.., n, K, V]
@@ -128,7 +147,7 @@ def _fwd_segment(q, k, v, g, S, scale: float, sub: int):
     S_prev = torch.stack(states, dim=2)
     qs = q * scale
     o = (qs * ell.exp()) @ S_prev
-    A = _Intra(qs, k, ell, sub, _needs_exact(ell, sub)).scores()
+    A = _Intra(qs, k, ell, *_intra_plan(ell, sub)).scores()
     o.add_(A @ v)
     return o, S, S_prev
 
@@ -136,7 +155,7 @@ def _fwd_segment(q, k, v, g, S, scale: float, sub: int):
 def _bwd_segment(q, k, v, g, S_prev, do, dS, scale: float, sub: int):
     """Backward of one segment; ``dS`` is the gradient of the state after it. Returns
     ``(dq, dk, dv, dg, dS_before)``."""
-    ell = g.cumsum(-2)
+    ell = _cumsum(g)
     last = ell[..., -1:, :]
     ek = torch.exp(last - ell)
     kd = k * ek
@@ -149,7 +168,7 @@ def _bwd_segment(q, k, v, g, S_prev, do, dS, scale: float, sub: int):
         grads.append(dS)  # gradient of the state after chunk c
         dS = torch.addcmul(W[:, :, c], decay[:, :, c], dS)
     dS_next = torch.stack(grads[::-1], dim=2)  # [.., n, K, V]
-    intra = _Intra(qs, k, ell, sub, _needs_exact(ell, sub))
+    intra = _Intra(qs, k, ell, *_intra_plan(ell, sub))
     A = intra.scores()
     causal = torch.ones(A.shape[-1], A.shape[-1], dtype=torch.bool, device=A.device).tril()
     dA = (do @ v.transpose(-1, -2)).masked_fill_(~causal, 0.0)
@@ -163,7 +182,7 @@ def _bwd_segment(q, k, v, g, S_prev, do, dS, scale: float, sub: int):
     dell = qs * dqs - k * dk
     dlast = (k * dk_state).sum(-2) + (S_prev * dS_next).sum(-1) * decay.squeeze(-1)
     dell[..., -1, :] += dlast
-    dg = dell.flip(-2).cumsum(-2).flip(-2)
+    dg = _cumsum(dell, reverse=True)
     return dqs * scale, dk, dv, dg, dS
 
 
