@@ -118,7 +118,7 @@ class RepBN(nn.Module):
             return self._repbn(x)
         return gamma * self.ln(x) + (1.0 - gamma) * self._repbn(x)
 
-    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, shift) with ``RepBN(x) == x * scale + shift`` in eval mode, both ``[D]``."""
         if self.training:
             raise ValueError("RepBN: fusing needs eval mode (running statistics); call model.eval() first")
@@ -138,7 +138,7 @@ class RepBN(nn.Module):
     @torch.no_grad()
     def to_affine(self) -> ChannelAffine:
         """A :class:`ChannelAffine` equal to this module (eval mode, ``gamma == 0``)."""
-        scale, shift = self._affine()
+        scale, shift = self.affine()
         affine = ChannelAffine(self.dim).to(device=scale.device, dtype=scale.dtype)
         affine.weight.copy_(scale)
         affine.bias.copy_(shift)
@@ -156,7 +156,7 @@ class RepBN(nn.Module):
             raise ValueError(
                 f"RepBN.fuse_into: linear.in_features={linear.in_features} does not match RepBN dim={self.dim}"
             )
-        scale, shift = self._affine()
+        scale, shift = self.affine()
         weight = linear.weight
         fused = nn.Linear(linear.in_features, linear.out_features, bias=True)
         fused = fused.to(device=weight.device, dtype=weight.dtype)

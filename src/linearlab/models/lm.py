@@ -324,6 +324,9 @@ def fuse_repbn_(model: MixerLM) -> MixerLM:
         raise ValueError(f"fuse_repbn_: expected a MixerLM, got {type(model).__name__}")
     if model.training:
         raise ValueError("fuse_repbn_: call model.eval() first (BatchNorm must use its running statistics)")
+    for norm in repbn_modules(model):
+        # check every norm before changing anything, so a failure leaves the model intact
+        norm.affine()
     for block in model.blocks:
         if isinstance(block.mixer_norm, RepBN):
             block.mixer_norm = block.mixer_norm.to_affine()

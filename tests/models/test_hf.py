@@ -1,0 +1,134 @@
+"""Hugging Face wrapper: config round-trip, save/load via safetensors, recurrent ``generate``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from linearlab.models import MixerLM, ModelConfig
+from linearlab.models.hf import LinearLabCache, LinearLabConfig, LinearLabForCausalLM
+
+
+def _tiny_config(**kw) -> LinearLabConfig:
+    base = dict(vocab_size=40, d_model=16, n_layers=2, mixer="deltanet", mixer_kwargs={"num_heads": 2})
+    base.update(kw)
+    return LinearLabConfig(**base)
+
+
+def test_config_mirrors_model_config_and_validates():
+    cfg = _tiny_config(block_pattern="DA", tie_embeddings=False)
+    mc = cfg.to_model_config()
+    assert isinstance(mc, ModelConfig)
+    assert mc.block_pattern == "DA" and mc.mixer_kwargs == {"num_heads": 2}
+    assert mc.pattern_mixers == ModelConfig().pattern_mixers
+    assert cfg.tie_word_embeddings is False
+    assert cfg.hidden_size == 16 and cfg.num_hidden_layers == 2
+    again = LinearLabConfig.from_model_config(mc)
+    assert again.to_model_config() == mc
+    with pytest.raises(ValueError, match=r"has 3 letters but n_layers=2"):
+        _tiny_config(block_pattern="DDA")
+    with pytest.raises(ValueError, match=r"mlp must be one of"):
+        _tiny_config(mlp="moe")
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_save_and_load_pretrained_round_trip(tmp_path, tie):
+    model = LinearLabForCausalLM(_tiny_config(block_pattern="GD", tie_embeddings=tie)).eval()
+    ids = torch.randint(0, 40, (2, 9))
+    with torch.no_grad():
+        before = model(ids).logits
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "linearlab" and saved["block_pattern"] == "GD"
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), LinearLabConfig)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, LinearLabForCausalLM)
+    with torch.no_grad():
+        after = loaded(ids).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    # every tensor came back, not only the ones that influence these logits
+    ref, got = model.state_dict(), loaded.state_dict()
+    assert ref.keys() == got.keys()
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+@pytest.mark.parametrize("pattern", ["DD", "GA"])
+def test_hf_generate_matches_mixerlm_generate(pattern):
+    model = LinearLabForCausalLM(
+        _tiny_config(block_pattern=pattern, pattern_kwargs={"A": {"num_heads": 2}})
+    ).eval()
+    prompt = torch.randint(0, 40, (2, 6))
+    ours = model.model.generate(prompt, max_new_tokens=7)
+    theirs = model.generate(prompt, max_new_tokens=7, do_sample=False, pad_token_id=0)
+    assert torch.equal(theirs, ours)
+
+
+def test_hf_generate_is_recurrent(monkeypatch):
+    model = LinearLabForCausalLM(_tiny_config()).eval()
+    calls = []
+    real_forward = MixerLM.forward
+
+    def spy(self, input_ids, state=None, return_hidden_states=False):
+        calls.append((input_ids.shape[1], state is None))
+        return real_forward(self, input_ids, state, return_hidden_states)
+
+    monkeypatch.setattr(MixerLM, "forward", spy)
+    out = model.generate(torch.randint(0, 40, (1, 5)), max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 9)
+    # one prefill over the prompt, then one token per step with the carried state
+    assert calls == [(5, True), (1, False), (1, False), (1, False)]
+
+
+def test_forward_cache_continues_the_sequence():
+    model = LinearLabForCausalLM(_tiny_config()).double().eval()
+    ids = torch.randint(0, 40, (2, 10))
+    with torch.no_grad():
+        full = model(ids, use_cache=False)
+        assert full.cache is None
+        first = model(ids[:, :6], use_cache=True)
+        cache = first.cache
+        assert isinstance(cache, LinearLabCache) and cache.get_seq_length() == 6
+        rest = model(ids[:, 6:], cache=cache, use_cache=True)
+    assert rest.cache is cache and cache.get_seq_length() == 10
+    torch.testing.assert_close(torch.cat([first.logits, rest.logits], 1), full.logits, rtol=1e-9, atol=1e-9)
+
+
+def test_cache_batch_reordering():
+    model = LinearLabForCausalLM(_tiny_config()).double().eval()
+    ids = torch.randint(0, 40, (3, 5))
+    nxt = torch.randint(0, 40, (3, 1))
+    with torch.no_grad():
+        cache = model(ids).cache
+        assert cache.batch_size == 3
+        cache.reorder_cache(torch.tensor([2, 0, 1]))
+        reordered = model(nxt[[2, 0, 1]], cache=cache).logits
+        expected = model(torch.cat([ids, nxt], 1)).logits[[2, 0, 1], -1:]
+    torch.testing.assert_close(reordered, expected, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match=r"recurrent mixer states cannot drop tokens"):
+        cache.crop(1)
+
+
+def test_labels_loss_and_hidden_states():
+    model = LinearLabForCausalLM(_tiny_config()).eval()
+    ids = torch.randint(0, 40, (2, 7))
+    out = model(ids, labels=ids, output_hidden_states=True)
+    ref = torch.nn.functional.cross_entropy(out.logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+    torch.testing.assert_close(out.loss, ref)
+    assert len(out.hidden_states) == 3
+
+
+def test_forward_errors():
+    model = LinearLabForCausalLM(_tiny_config()).eval()
+    ids = torch.randint(0, 40, (2, 4))
+    with pytest.raises(ValueError, match=r"padding \(zeros\) is not supported"):
+        model(ids, attention_mask=torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]]))
+    with pytest.raises(ValueError, match=r"inputs_embeds is not supported"):
+        model(inputs_embeds=torch.randn(2, 4, 16))
+    with pytest.raises(ValueError, match=r"cache: expected a LinearLabCache or None, got dict"):
+        model(ids, cache={})
+    with pytest.raises(ValueError, match=r"labels: expected shape \(2, 4\) like input_ids, got \(2, 3\)"):
+        model(ids, labels=ids[:, :3])
