@@ -74,13 +74,13 @@ def xpos_scale(
 ) -> torch.Tensor:
     """xPos scale ``[length, D]`` for positions ``offset ..``: multiply ``q`` by it and divide ``k`` by it.
 
-    ``zeta_i = (i / (D/2) + gamma) / (1 + gamma)`` for pair ``i``, raised to ``position / scale_base``.
+    ``zeta_i = (2i / D + gamma) / (1 + gamma) < 1`` for pair ``i``, raised to ``position / scale_base``.
     The scale is relative in ``t - s`` after the q/k product, so any fixed origin is valid; it is
     bounded only for moderate positions (the paper re-centres blocks for very long contexts).
     """
     if dim % 2:
         raise ValueError(f"dim: xPos needs an even head dim, got {dim}")
-    zeta = (torch.arange(0, dim, 2, dtype=torch.float64, device=device) / dim * 2 + gamma) / (1 + gamma)
+    zeta = (torch.arange(0, dim, 2, dtype=torch.float64, device=device) / dim + gamma) / (1 + gamma)
     pos = torch.arange(offset, offset + length, dtype=torch.float64, device=device)
     scale = zeta[None, :] ** (pos[:, None] / scale_base)
     return torch.cat((scale, scale), dim=-1).to(dtype)
