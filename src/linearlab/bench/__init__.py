@@ -1,1 +1,1 @@
-"""linearlab.bench."""
+"""Speed and memory benchmarks behind ``linearlab bench <name>`` (not tests: they print ratios)."""

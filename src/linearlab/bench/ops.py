@@ -1,0 +1,325 @@
+"""``linearlab bench ops``: speed and memory of every op family against its references.
+
+For each family at B=1, H=4, K=V=64 and each T: median forward and forward+backward time of the
+chunked form, the naive token loop (T <= 2048) and causal SDPA on the same shapes, their ratios;
+peak memory of the chunked forward+backward at T = 65536 (measured in a fresh subprocess as the
+growth of its peak resident set size, inputs included); and the decoding form's per-token step
+time after prefilling contexts of growing length (KV-cache SDPA for comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from linearlab import ops
+from linearlab.bench.timing import fmt_ms, fmt_ratio, median_time
+from linearlab.io import atomic_write_json
+
+B, H, D = 1, 4, 64
+
+
+@dataclass(frozen=True)
+class Family:
+    """How to call one op family: inputs builder + its chunk, recurrent and naive functions."""
+
+    name: str
+    chunk: Callable
+    recurrent: Callable
+    naive: Callable
+    gates: Callable[[int, torch.Generator], dict[str, torch.Tensor]]
+    positional: tuple[str, ...] = ()  # gate names passed positionally after q, k, v
+    normalize_keys: bool = False
+
+
+def _no_gates(T, gen):
+    return {}
+
+
+def _scalar_gate(T, gen):
+    return {"g": F.logsigmoid(torch.randn(B, T, H, generator=gen)) / 16}
+
+
+def _key_gate(T, gen):
+    return {"g": F.logsigmoid(torch.randn(B, T, H, D, generator=gen)) / 16}
+
+
+def _beta(T, gen):
+    return {"beta": torch.rand(B, T, H, generator=gen).sigmoid()}
+
+
+def _gated_beta(T, gen):
+    return {**_scalar_gate(T, gen), **_beta(T, gen)}
+
+
+def _lightning(fn):
+    # layer 0 of 2: the TransNormerLLM decay schedule's strongest layer
+    return lambda q, k, v, **kw: fn(q, k, v, 0, 2, **kw)
+
+
+def _lightning_naive(q, k, v, **kw):
+    g_gamma = ops.lightning_attn_decay(H, 0, 2)
+    return ops.naive_recurrent_simple_gla(q, k, v, g_gamma=g_gamma, **kw)
+
+
+def families() -> list[Family]:
+    return [
+        Family("linear_attn", ops.chunk_linear_attn, ops.fused_recurrent_linear_attn, ops.naive_recurrent_linear_attn, _no_gates),
+        Family("simple_gla", ops.chunk_simple_gla, ops.fused_recurrent_simple_gla, ops.naive_recurrent_simple_gla, _scalar_gate),
+        Family("lightning", _lightning(ops.chunk_lightning_attn), _lightning(ops.fused_recurrent_lightning_attn), _lightning_naive, _no_gates),
+        Family("gla", ops.chunk_gla, ops.fused_recurrent_gla, ops.naive_recurrent_gla, _key_gate, positional=("g",)),
+        Family("delta_rule", ops.chunk_delta_rule, ops.fused_recurrent_delta_rule, ops.naive_recurrent_delta_rule, _beta, positional=("beta",), normalize_keys=True),
+        Family("gated_delta_rule", ops.chunk_gated_delta_rule, ops.fused_recurrent_gated_delta_rule, ops.naive_recurrent_gated_delta_rule, _gated_beta, positional=("g", "beta"), normalize_keys=True),
+    ]  # fmt: skip
+
+
+def make_inputs(fam: Family, T: int, seed: int = 0, requires_grad: bool = True):
+    """``(args, kwargs)`` for one call: q, k, v ``[B, T, H, D]`` plus the family's gates."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, T, H, D, generator=gen)
+    k = torch.randn(B, T, H, D, generator=gen)
+    v = torch.randn(B, T, H, D, generator=gen)
+    if fam.normalize_keys:
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    gates = fam.gates(T, gen)
+    tensors = [q, k, v] + [gates[n] for n in fam.positional]
+    kwargs = {n: t for n, t in gates.items() if n not in fam.positional}
+    for t in [*tensors, *kwargs.values()]:
+        t.requires_grad_(requires_grad)
+    return tensors, kwargs
+
+
+def _fwd(fn, args, kwargs):
+    with torch.no_grad():
+        fn(*args, **kwargs)
+
+
+def _fwd_bwd(fn, args, kwargs):
+    o, _ = fn(*args, **kwargs)
+    o.backward(torch.ones_like(o))
+    for t in [*args, *kwargs.values()]:
+        t.grad = None
+
+
+def _sdpa_inputs(T: int):
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(B, H, T, D, generator=gen).requires_grad_() for _ in range(3)]
+
+
+def _sdpa_fwd(qkv):
+    with torch.no_grad():
+        F.scaled_dot_product_attention(*qkv, is_causal=True)
+
+
+def _sdpa_fwd_bwd(qkv):
+    o = F.scaled_dot_product_attention(*qkv, is_causal=True)
+    o.backward(torch.ones_like(o))
+    for t in qkv:
+        t.grad = None
+
+
+def bench_speed(
+    fams: list[Family], lengths: list[int], naive_max_t: int, sdpa_max_t: int, repeats: int
+) -> list[dict]:
+    rows = []
+    sdpa_cache: dict[int, tuple[float, float]] = {}
+    for T in lengths:
+        if T <= sdpa_max_t:
+            qkv = _sdpa_inputs(T)
+            sdpa_cache[T] = (
+                median_time(partial(_sdpa_fwd, qkv), repeats),
+                median_time(partial(_sdpa_fwd_bwd, qkv), repeats),
+            )
+        for fam in fams:
+            args, kwargs = make_inputs(fam, T)
+            row = {"family": fam.name, "T": T}
+            row["chunk_fwd"] = median_time(partial(_fwd, fam.chunk, args, kwargs), repeats)
+            row["chunk_fwdbwd"] = median_time(partial(_fwd_bwd, fam.chunk, args, kwargs), repeats)
+            if T <= naive_max_t:
+                naive_reps = max(1, min(repeats, 3))
+                row["naive_fwd"] = median_time(partial(_fwd, fam.naive, args, kwargs), naive_reps, warmup=0)
+                row["naive_fwdbwd"] = median_time(
+                    partial(_fwd_bwd, fam.naive, args, kwargs), naive_reps, warmup=0
+                )
+                row["speedup_vs_naive_fwdbwd"] = row["naive_fwdbwd"] / row["chunk_fwdbwd"]
+            if T in sdpa_cache:
+                row["sdpa_fwd"], row["sdpa_fwdbwd"] = sdpa_cache[T]
+                row["speedup_vs_sdpa_fwdbwd"] = row["sdpa_fwdbwd"] / row["chunk_fwdbwd"]
+            row["chunk_fwdbwd_us_per_token"] = row["chunk_fwdbwd"] / T * 1e6
+            rows.append(row)
+            print(_speed_line(row), flush=True)
+    return rows
+
+
+def _speed_line(r: dict) -> str:
+    return (
+        f"{r['family']:17s} {r['T']:>6d} | chunk {fmt_ms(r['chunk_fwd']):>8s} {fmt_ms(r['chunk_fwdbwd']):>8s}"
+        f" | naive {fmt_ms(r.get('naive_fwd')):>8s} {fmt_ms(r.get('naive_fwdbwd')):>8s}"
+        f" | sdpa {fmt_ms(r.get('sdpa_fwd')):>8s} {fmt_ms(r.get('sdpa_fwdbwd')):>8s}"
+        f" | vs naive {fmt_ratio(r.get('speedup_vs_naive_fwdbwd')):>7s} vs sdpa {fmt_ratio(r.get('speedup_vs_sdpa_fwdbwd')):>6s}"
+    )
+
+
+def _memory_child(family: str, T: int) -> None:
+    """Run in a subprocess: print the growth of peak RSS (MiB) over one chunk fwd+bwd."""
+    fam = next(f for f in families() if f.name == family)
+    # ru_maxrss is in KiB on Linux; baseline after imports, before the inputs exist
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    args, kwargs = make_inputs(fam, T)
+    _fwd_bwd(fam.chunk, args, kwargs)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mib": (peak - base) / 1024}))
+
+
+def bench_memory(fams: list[Family], T: int) -> list[dict]:
+    rows = []
+    for fam in fams:
+        cmd = [sys.executable, "-m", "linearlab.bench.ops", "--memory-child", fam.name, str(T)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if out.returncode != 0:
+            row = {"family": fam.name, "T": T, "error": out.stderr.strip().splitlines()[-1:]}
+        else:
+            row = {"family": fam.name, "T": T, **json.loads(out.stdout.strip().splitlines()[-1])}
+        rows.append(row)
+        print(
+            f"{fam.name:17s} T={T}: peak fwd+bwd memory {row.get('peak_mib', float('nan')):.0f} MiB",
+            flush=True,
+        )
+    return rows
+
+
+def bench_decode(fams: list[Family], contexts: list[int], steps: int = 32) -> list[dict]:
+    """Per-token step time of the recurrent form after a prefill of each context length."""
+    rows = []
+    for ctx in contexts:
+        for fam in fams:
+            args, kwargs = make_inputs(fam, ctx + 1, requires_grad=False)
+            prefix = [a[:, :ctx] for a in args]
+            step_args = [a[:, ctx : ctx + 1] for a in args]
+            pk = {k: v[:, :ctx] for k, v in kwargs.items()}
+            sk = {k: v[:, ctx : ctx + 1] for k, v in kwargs.items()}
+            with torch.no_grad():
+                _, state = fam.chunk(*prefix, **pk, output_final_state=True)
+                t = median_time(
+                    partial(fam.recurrent, *step_args, **sk, initial_state=state, output_final_state=True),
+                    steps,
+                )
+            rows.append({"family": fam.name, "context": ctx, "step_seconds": t})
+        # the softmax reference: one query against a KV cache of length ctx
+        q = torch.randn(B, H, 1, D)
+        kc, vc = torch.randn(B, H, ctx + 1, D), torch.randn(B, H, ctx + 1, D)
+        t = median_time(partial(F.scaled_dot_product_attention, q, kc, vc), steps)
+        rows.append({"family": "sdpa_kv_cache", "context": ctx, "step_seconds": t})
+    for ctx in contexts:
+        line = "  ".join(
+            f"{r['family']}={r['step_seconds'] * 1e6:.0f}us" for r in rows if r["context"] == ctx
+        )
+        print(f"decode step at context {ctx:>6d}: {line}", flush=True)
+    return rows
+
+
+def summarize(speed: list[dict], memory: list[dict], decode: list[dict]) -> dict:
+    """The issue's targets, evaluated from the measurements (True/False/None if not measured)."""
+    out = {}
+    for fam in sorted({r["family"] for r in speed}):
+        by_t = {r["T"]: r for r in speed if r["family"] == fam}
+        t = {}
+        if 2048 in by_t and "speedup_vs_naive_fwdbwd" in by_t[2048]:
+            t["naive_speedup_T2048"] = by_t[2048]["speedup_vs_naive_fwdbwd"]
+            t["target_20x_vs_naive"] = t["naive_speedup_T2048"] >= 20
+        if 8192 in by_t and "speedup_vs_sdpa_fwdbwd" in by_t[8192]:
+            t["sdpa_speedup_T8192"] = by_t[8192]["speedup_vs_sdpa_fwdbwd"]
+            t["target_faster_than_sdpa_T8192"] = t["sdpa_speedup_T8192"] > 1
+        if 32768 in by_t and 2048 in by_t:
+            t["per_token_cost_ratio_32768_vs_2048"] = (
+                by_t[32768]["chunk_fwdbwd_us_per_token"] / by_t[2048]["chunk_fwdbwd_us_per_token"]
+            )
+            t["target_linear_scaling_1.3x"] = t["per_token_cost_ratio_32768_vs_2048"] <= 1.3
+        mem = [r for r in memory if r["family"] == fam and "peak_mib" in r]
+        if mem:
+            t["peak_mib_T65536"] = mem[0]["peak_mib"]
+            t["target_memory_under_2GiB"] = mem[0]["peak_mib"] < 2048
+        dec = sorted((r["context"], r["step_seconds"]) for r in decode if r["family"] == fam)
+        if len(dec) >= 2:
+            t["decode_step_ratio_longest_vs_shortest"] = dec[-1][1] / dec[0][1]
+        out[fam] = t
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="linearlab bench ops", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="about a minute: T in {512, 2048}, no memory run")
+    p.add_argument("--lengths", default=None, help="comma-separated T values (default 512,2048,8192,32768)")
+    p.add_argument("--families", default=None, help="comma-separated subset of families")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--memory-t", type=int, default=65536, help="T for the peak-memory run (0: skip)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--json", default="bench_results/ops.json", help="where to write the results")
+    p.add_argument("--memory-child", nargs=2, metavar=("FAMILY", "T"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_child:
+        _memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return 0
+    fams = families()
+    if args.families:
+        wanted = args.families.split(",")
+        unknown = set(wanted) - {f.name for f in fams}
+        if unknown:
+            p.error(f"--families: unknown {sorted(unknown)}; choose from {[f.name for f in fams]}")
+        fams = [f for f in fams if f.name in wanted]
+    if args.quick:
+        lengths, naive_max, sdpa_max, repeats, mem_t, contexts = (
+            [512, 2048],
+            512,
+            2048,
+            args.repeats or 3,
+            0,
+            [512, 2048],
+        )
+    else:
+        lengths = [int(x) for x in (args.lengths or "512,2048,8192,32768").split(",")]
+        naive_max, sdpa_max, repeats, mem_t = 2048, 8192, args.repeats or 5, args.memory_t
+        contexts = [1024, 8192, 32768]
+    print(
+        f"linearlab bench ops | torch {torch.__version__} | threads {torch.get_num_threads()} | {platform.processor() or platform.machine()}"
+    )
+    print(f"B={B} H={H} K=V={D} float32; times are medians in ms (forward, forward+backward)")
+    speed = bench_speed(fams, lengths, naive_max, sdpa_max, repeats)
+    memory = bench_memory(fams, mem_t) if mem_t else []
+    decode = bench_decode(fams, contexts)
+    targets = summarize(speed, memory, decode)
+    print("\ntargets:")
+    for fam, t in targets.items():
+        print(
+            f"  {fam:17s} "
+            + "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in t.items())
+        )
+    result = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "shape": {"B": B, "H": H, "K": D, "V": D},
+        "speed": speed,
+        "memory": memory,
+        "decode": decode,
+        "targets": targets,
+    }
+    path = atomic_write_json(Path(args.json), result)
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
