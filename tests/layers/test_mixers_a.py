@@ -46,15 +46,23 @@ def causal_linear_reference(q, k, v, normalize: bool, scale: float = 1.0, log_de
 
 
 def test_feature_map_registry_lists_all_maps():
-    assert set(list_feature_maps()) >= {"identity", "elu", "elu1", "relu", "t2r", "hedgehog"}
+    assert set(list_feature_maps()) >= {
+        "identity",
+        "elu",
+        "elu1",
+        "relu",
+        "t2r",
+        "hedgehog",
+        "hedgehog_split",
+    }
 
 
-@pytest.mark.parametrize("name", ["identity", "elu", "elu1", "relu", "t2r", "hedgehog"])
+@pytest.mark.parametrize("name", list_feature_maps())
 def test_feature_map_shapes(name):
     phi = create_feature_map(name, head_dim=6, num_heads=3).double()
     out = phi(randn(2, 5, 3, 6))
     assert out.shape == (2, 5, 3, phi.feature_dim)
-    assert phi.feature_dim == (12 if name == "hedgehog" else 6)
+    assert phi.feature_dim == (12 if name.startswith("hedgehog") else 6)
 
 
 def test_elu1_and_relu_are_nonnegative_and_t2r_starts_as_relu():
@@ -65,23 +73,33 @@ def test_elu1_and_relu_are_nonnegative_and_t2r_starts_as_relu():
     torch.testing.assert_close(t2r(x), F.relu(x))
 
 
-def test_hedgehog_is_positive_and_softmax_like():
-    phi = create_feature_map("hedgehog", 8, 2).double()
+@pytest.mark.parametrize("name", ["hedgehog", "hedgehog_split"])
+def test_hedgehog_is_positive_and_softmax_like(name):
+    phi = create_feature_map(name, 8, 2).double()
     x = randn(3, 5, 2, 8)
     out = phi(x)
     assert (out > 0).all()
-    # each half is a softmax over features: sums to one; at init W = I it is softmax(+-x)
-    torch.testing.assert_close(out[..., :8].sum(-1), torch.ones(3, 5, 2, dtype=f64))
-    torch.testing.assert_close(out[..., 8:], torch.softmax(-x, dim=-1))
+    # at init (W = I, b = 0) the map is a softmax of [x, -x]: over all 2D features (hedgehog) or
+    # over each half on its own (hedgehog_split)
+    both = torch.cat([x, -x], dim=-1)
+    if name == "hedgehog":
+        torch.testing.assert_close(out, torch.softmax(both, dim=-1))
+    else:
+        torch.testing.assert_close(out, torch.cat([x.softmax(-1), (-x).softmax(-1)], dim=-1))
 
-    # exp-like "spikiness": scaling the input up makes the features (and hence the attention
-    # weights) sharper, lowering the entropy, which elu+1 cannot do for positive inputs
+    # exp-like "spikiness": scaling the input up sharpens the features (lower entropy), which
+    # elu+1 cannot do for positive inputs
     def entropy(p):
         p = p / p.sum(-1, keepdim=True)
         return -(p * p.log()).sum(-1).mean()
 
-    ent = [entropy(phi(x * c)[..., :8]) for c in (0.5, 1.0, 2.0, 4.0)]
+    ent = [entropy(phi(x * c)) for c in (0.5, 1.0, 2.0, 4.0)]
     assert all(a > b for a, b in zip(ent, ent[1:])), ent
+    # the kernel phi(q) . phi(k) prefers aligned keys over opposite ones, like exp(q . k)
+    q = randn(50, 1, 2, 8, seed=4)
+    aligned = (phi(q) * phi(q)).sum(-1)
+    opposite = (phi(q) * phi(-q)).sum(-1)
+    assert (aligned > opposite).all()
 
 
 def test_hedgehog_weights_are_per_head_and_learnable():

@@ -15,9 +15,11 @@ Available maps:
 - ``relu``: ``relu(x)`` (SLAB / LiT simplified linear attention).
 - ``t2r``: ``relu(x W_h + b_h)`` with a learned per-head linear map (Kasai et al., "Finetuning
   Pretrained Transformers into RNNs", arXiv 2103.13076; the T2R baseline of LoLCATs).
-- ``hedgehog``: ``[softmax(x W_h + b_h), softmax(-(x W_h + b_h))]`` over the feature dim, learned
-  per head (Zhang et al., "The Hedgehog & the Porcupine", arXiv 2402.04347; two separate softmaxes
-  as in LoLCATs' ``SoftmaxDim``). ``F = 2 D``.
+- ``hedgehog``: ``softmax([z, -z])`` over the ``2 D`` features, ``z = x W_h + b_h`` learned per head
+  (Zhang et al., "The Hedgehog & the Porcupine", arXiv 2402.04347; the paper's ``[exp(z), exp(-z)]``
+  up to one per-vector constant, which cancels for queries in normalised attention). ``F = 2 D``.
+- ``hedgehog_split``: ``[softmax(z), softmax(-z)]``, each half normalised on its own (LoLCATs'
+  ``SoftmaxDim``, Zhang et al., arXiv 2410.10254). ``F = 2 D``.
 The learned maps start from ``W = I, b = 0``: ``t2r`` then equals ``relu`` and ``hedgehog`` is a
 softmax over the raw channels, so a freshly linearised model starts from a sensible kernel.
 """
@@ -141,5 +143,12 @@ class HedgehogMap(_LearnedPerHead):
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
         # softmax over features = exp(.) up to a per-vector constant: exp-like spikiness without overflow
+        z = self.project(x)
+        return torch.softmax(torch.cat([z, -z], dim=-1), dim=-1)
+
+
+@register_feature_map("hedgehog_split")
+class HedgehogSplitMap(HedgehogMap):
+    def phi(self, x: torch.Tensor) -> torch.Tensor:
         z = self.project(x)
         return torch.cat([torch.softmax(z, dim=-1), torch.softmax(-z, dim=-1)], dim=-1)
