@@ -55,13 +55,14 @@ def spy(monkeypatch: pytest.MonkeyPatch, op_name: str) -> list[dict]:
 # shared modules
 
 
-def test_short_conv_matches_explicit_causal_sum():
+@pytest.mark.parametrize("T", [9, 40])  # short inputs use explicit taps, long ones F.conv1d
+def test_short_conv_matches_explicit_causal_sum(T):
     conv = ShortConvolution(5, kernel_size=4, bias=True).double()
-    x = torch.randn(2, 9, 5, dtype=torch.float64)
+    x = torch.randn(2, T, 5, dtype=torch.float64)
     y, cache = conv(x)
     w = conv.weight[:, 0, :]  # [D, W]: w[:, -1] multiplies the current token
     xp = F.pad(x, (0, 0, 3, 0))  # three zero tokens before the start
-    ref = torch.stack([(xp[:, t : t + 4] * w.T).sum(1) + conv.bias for t in range(9)], dim=1)
+    ref = torch.stack([(xp[:, t : t + 4] * w.T).sum(1) + conv.bias for t in range(T)], dim=1)
     torch.testing.assert_close(y, F.silu(ref), rtol=0, atol=1e-12)
     torch.testing.assert_close(cache, x[:, -3:].transpose(1, 2), rtol=0, atol=0)
 
@@ -69,10 +70,10 @@ def test_short_conv_matches_explicit_causal_sum():
 @pytest.mark.parametrize("kernel_size", [1, 2, 4])
 def test_short_conv_stepping_equals_full(kernel_size):
     conv = ShortConvolution(6, kernel_size=kernel_size, activation=None).double()
-    x = torch.randn(2, 7, 6, dtype=torch.float64)
+    x = torch.randn(2, 37, 6, dtype=torch.float64)  # longer than the taps threshold: both paths
     y_full, cache_full = conv(x)
     cache, steps = None, []
-    for t in range(7):
+    for t in range(37):
         y_t, cache = conv(x[:, t : t + 1], cache)
         steps.append(y_t)
     torch.testing.assert_close(torch.cat(steps, 1), y_full, rtol=0, atol=1e-13)
