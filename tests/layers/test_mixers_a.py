@@ -397,6 +397,17 @@ def test_lssl_convolution_equals_recurrence():
     torch.testing.assert_close(state["ssm"], h, rtol=1e-10, atol=1e-12)
 
 
+def test_lssl_decoding_cache_follows_the_step_size():
+    m = create_mixer("lssl", d_model=4, d_state=6).double()
+    with torch.no_grad():
+        first = m.discretize(f64)[0]
+        assert m.discretize(f64)[0] is first  # cached while nothing changes
+        m.log_dt.add_(0.5)  # an optimizer step changes the parameter in place
+        torch.testing.assert_close(m.discretize(f64)[0], bilinear(m.A, m.B, m.log_dt.exp())[0])
+    # with autograd on, the result is fresh and differentiable
+    assert m.discretize(f64)[0].requires_grad
+
+
 # ---------------------------------------------------------------------------- error messages
 
 

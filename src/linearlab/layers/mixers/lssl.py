@@ -37,10 +37,13 @@ def bilinear(A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor) -> tuple[torch.
     return sol[..., :-1], sol[..., -1]
 
 
-def krylov(Ab: torch.Tensor, Bb: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[Bb, Ab Bb, ..., Ab^{L-1} Bb]: [D, N, L]`` and ``Ab^L: [D, N, N]`` by repeated squaring.
+def krylov(
+    Ab: torch.Tensor, Bb: torch.Tensor, L: int, with_power: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``[Bb, Ab Bb, ..., Ab^{L-1} Bb]: [D, N, L]`` and ``Ab^L: [D, N, N]`` (None unless ``with_power``).
 
-    Each doubling step costs one batched matmul, so the length-L kernel needs ``O(log L)`` steps.
+    Both by repeated squaring: each doubling step costs one batched matmul, so the length-L kernel
+    needs ``O(log L)`` steps.
     """
     X = Bb[..., None]
     power = Ab  # Ab^(current length)
@@ -48,6 +51,8 @@ def krylov(Ab: torch.Tensor, Bb: torch.Tensor, L: int) -> tuple[torch.Tensor, to
         X = torch.cat([X, power @ X], dim=-1)
         power = power @ power
     X = X[..., :L]
+    if not with_power:
+        return X, None
     # power is Ab^(2^k) >= L; recompute Ab^L exactly from the binary expansion of L
     result = torch.eye(Ab.shape[-1], dtype=Ab.dtype, device=Ab.device).expand_as(Ab)
     base, n = Ab, L
@@ -124,10 +129,23 @@ class LinearStateSpaceLayer(nn.Module):
         self.C = nn.Parameter(torch.randn(d_model, d_state) / math.sqrt(d_state))
         self.D = nn.Parameter(torch.ones(d_model))
         self.o_proj = nn.Linear(d_model, d_model)
+        self._disc_key: tuple | None = None
+        self._disc: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def discretize(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``Ab: [D, N, N]``, ``Bb: [D, N]`` at the current step sizes (computed in ``dtype``)."""
-        return bilinear(self.A.to(dtype), self.B.to(dtype), self.log_dt.to(dtype).exp())
+        """``Ab: [D, N, N]``, ``Bb: [D, N]`` at the current step sizes (computed in ``dtype``).
+
+        Without autograd (decoding) the result is cached until ``log_dt`` changes: the batched
+        ``N x N`` solve would otherwise dominate the cost of a single-token step.
+        """
+        if torch.is_grad_enabled():
+            return bilinear(self.A.to(dtype), self.B.to(dtype), self.log_dt.to(dtype).exp())
+        p = self.log_dt
+        key = (p.data_ptr(), p._version, dtype, p.device, self.A.data_ptr(), self.A._version)
+        if self._disc_key != key:
+            self._disc = bilinear(self.A.to(dtype), self.B.to(dtype), p.to(dtype).exp())
+            self._disc_key = key
+        return self._disc
 
     def forward(
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
@@ -157,7 +175,7 @@ class LinearStateSpaceLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Convolutional mode. ``u: [B, D, T]`` -> ``y: [B, D, T]`` (without ``D u``), final state ``[B, D, N]``."""
         T = u.shape[-1]
-        X, Ab_T = krylov(Ab, Bb, T)  # X[..., j] = Ab^j Bb
+        X, Ab_T = krylov(Ab, Bb, T, with_power=h0 is not None)  # X[..., j] = Ab^j Bb
         K = torch.einsum("dn,dnl->dl", C, X)
         y = causal_fft_conv(u, K)
         # final state: sum_j Ab^(T-1-j) Bb u_j  (+ Ab^T h0)
@@ -165,7 +183,7 @@ class LinearStateSpaceLayer(nn.Module):
         if h0 is not None:
             # the carried state adds C Ab^t (Ab h0) to y_t; the row vectors C Ab^t are the Krylov
             # sequence of the transposed system: W[..., t] = (Ab^T)^t C^T
-            W, _ = krylov(Ab.transpose(-1, -2), C, T)
+            W, _ = krylov(Ab.transpose(-1, -2), C, T, with_power=False)
             h1 = (Ab @ h0[..., None])[..., 0]  # Ab h0: [B, D, N]
             y = y + torch.einsum("dnl,bdn->bdl", W, h1)
             h = h + (Ab_T @ h0[..., None])[..., 0]

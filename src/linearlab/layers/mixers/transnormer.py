@@ -124,7 +124,9 @@ class TransNormerAttention(nn.Module):
             o, new_state = self._diag_attention(q, k, v, state)
         return self.o_proj(o.to(x.dtype)), new_state
 
-    def _norm_attention(self, q, k, v, state):
+    def _norm_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: dict[str, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         q, k = self.q_map(q), self.k_map(k)
         S0 = None if state is None else state["S"]
         # no 1/sqrt(d) scale: the output norm removes any global scale anyway
@@ -135,7 +137,9 @@ class TransNormerAttention(nn.Module):
             o, S = simple_gla(q, k, v, g, S0, scale=1.0)
         return self.norm(merge_heads(o)), {"S": S}
 
-    def _diag_attention(self, q, k, v, state):
+    def _diag_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: dict[str, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         pos = get_position(state)
         T = q.shape[1]
         if state is not None:
