@@ -168,7 +168,8 @@ class ShortConvolution(nn.Conv1d):
             y = y + self.bias.to(x.dtype)[:, None]
         if self.activation == "silu":
             y = F.silu(y)
-        return y.transpose(1, 2), xp[..., xp.shape[-1] - width :]
+        # clone: a view would keep the whole [B, D, T + width] prefill buffer alive inside the state
+        return y.transpose(1, 2), xp[..., xp.shape[-1] - width :].clone()
 
 
 class GatedRMSNorm(nn.Module):
