@@ -1,0 +1,351 @@
+"""Simple GLA / retention ops: naive vs recurrent vs chunk on outputs, final states and every gradient."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _helpers import assert_rel_close, backward_with_cotangents, grads, make_log_gate, make_qkv, tol_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from linearlab.ops import (
+    chunk_retention,
+    chunk_simple_gla,
+    fused_recurrent_retention,
+    fused_recurrent_simple_gla,
+    naive_recurrent_simple_gla,
+)
+
+NAMES = ("o", "ht", "dq", "dk", "dv", "dg", "dg_gamma", "dh0")
+
+
+def make_inputs(B, T, H, K, V, dtype=torch.float64, gates="both", h0=True, low=-1.0):
+    q, k, v = make_qkv(B, T, H, K, V, dtype=dtype)
+    g = make_log_gate(B, T, H, low=low, dtype=dtype) if gates in ("g", "both") else None
+    g_gamma = make_log_gate(H, low=-0.5, dtype=dtype) if gates in ("g_gamma", "both") else None
+    state_dt = torch.float64 if dtype == torch.float64 else torch.float32
+    h = torch.randn(B, H, K, V, dtype=state_dt).requires_grad_() if h0 else None
+    return dict(q=q, k=k, v=v, g=g, g_gamma=g_gamma, initial_state=h)
+
+
+def run(fn, inp, seed=1, **kw):
+    """Forward + backward with fixed random cotangents; returns outputs and all gradients by name."""
+    o, ht = fn(**inp, output_final_state=True, **kw)
+    gen = torch.Generator().manual_seed(seed)
+    do = torch.randn(o.shape, generator=gen, dtype=torch.float64)
+    dht = torch.randn(ht.shape, generator=gen, dtype=torch.float64)
+    backward_with_cotangents(o, ht, do, dht)
+    keys = ("q", "k", "v", "g", "g_gamma", "initial_state")
+    gs = grads([inp[k] for k in keys])
+    return dict(zip(NAMES, [o.detach(), ht.detach(), *gs]))
+
+
+def compare(res, ref, tol, what):
+    for name in NAMES:
+        a, b = res[name], ref[name]
+        assert (a is None) == (b is None), f"{what} {name}: one side has no gradient"
+        if a is not None:
+            assert_rel_close(a, b, tol, f"{what} {name}")
+
+
+FORMS = {
+    "recurrent": fused_recurrent_simple_gla,
+    "chunk16": lambda **kw: chunk_simple_gla(**kw, chunk_size=16),
+    "chunk64": chunk_simple_gla,
+}
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+@pytest.mark.parametrize("gates", ["g", "g_gamma", "both", "none"])
+@pytest.mark.parametrize("shape", [(2, 37, 3, 5, 7), (1, 1, 2, 4, 4), (1, 70, 2, 8, 3)])
+def test_parity_float64(form, gates, shape):
+    inp = make_inputs(*shape, gates=gates)
+    ref = run(naive_recurrent_simple_gla, inp)
+    compare(run(FORMS[form], inp), ref, tol_for(torch.float64), f"{form}/{gates}/{shape}")
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_parity_float32(form):
+    inp = make_inputs(2, 45, 2, 16, 8, dtype=torch.float32)
+    ref = run(naive_recurrent_simple_gla, inp)
+    res = run(FORMS[form], inp)
+    assert res["o"].dtype == torch.float32 and res["ht"].dtype == torch.float32
+    compare(res, ref, tol_for(torch.float32), form)
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_bfloat16_inputs(form):
+    inp = make_inputs(1, 40, 2, 16, 16, dtype=torch.bfloat16)
+    ref = run(naive_recurrent_simple_gla, inp)
+    res = run(FORMS[form], inp)
+    assert res["o"].dtype == torch.bfloat16, "o must come back in the input dtype"
+    assert res["ht"].dtype == torch.float32, "the state is kept in float32"
+    compare(res, ref, tol_for(torch.bfloat16), form)
+
+
+def test_naive_equals_quadratic_definition():
+    """The naive loop equals ``o = ((scale Q K^T) * D) V + (Q * exp(cum g)) S_0`` with
+    ``D_ij = exp(G_i - G_j)`` (j <= i), computed here directly on small T."""
+    inp = make_inputs(2, 19, 3, 4, 5)
+    q, k, v, g, gg, h0 = (inp[n] for n in ("q", "k", "v", "g", "g_gamma", "initial_state"))
+    o, ht = naive_recurrent_simple_gla(**inp, output_final_state=True)
+    G = (g + gg).cumsum(1).transpose(1, 2)  # [B, H, T]
+    T = q.shape[1]
+    D = torch.exp(G[..., :, None] - G[..., None, :]) * torch.ones(T, T, dtype=torch.float64).tril()
+    scale = q.shape[-1] ** -0.5
+    scores = torch.einsum("bihk,bjhk->bhij", q, k) * scale * D
+    expect = torch.einsum("bhij,bjhv->bihv", scores, v)
+    expect = expect + scale * torch.einsum("bihk,bhi,bhkv->bihv", q, G.exp(), h0)
+    assert_rel_close(o, expect, 1e-12, "o")
+    decay_to_end = torch.exp(G[..., -1:] - G)  # [B, H, T]
+    expect_ht = G[..., -1].exp()[..., None, None] * h0 + torch.einsum(
+        "bjhk,bhj,bjhv->bhkv", k, decay_to_end, v
+    )
+    assert_rel_close(ht, expect_ht, 1e-12, "ht")
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent"])
+def test_gradcheck(form):
+    fn = (
+        (lambda *a: chunk_simple_gla(*a[:5], initial_state=a[5], output_final_state=True, chunk_size=3))
+        if form == "chunk"
+        else (lambda *a: fused_recurrent_simple_gla(*a[:5], initial_state=a[5], output_final_state=True))
+    )
+    inp = make_inputs(1, 7, 2, 3, 2)
+    args = tuple(inp[n] for n in ("q", "k", "v", "g", "g_gamma", "initial_state"))
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-8)
+
+
+def test_chunk_size_invariance():
+    inp = make_inputs(1, 100, 2, 8, 6)
+    ref = run(lambda **kw: chunk_simple_gla(**kw, chunk_size=64), inp)
+    for C in (16, 32, 1, 7, 128):
+        compare(run(lambda C=C, **kw: chunk_simple_gla(**kw, chunk_size=C), inp), ref, 1e-12, f"C={C}")
+
+
+@pytest.mark.parametrize("fn", [chunk_simple_gla, fused_recurrent_simple_gla], ids=["chunk", "recurrent"])
+def test_state_carry_over(fn):
+    inp = make_inputs(2, 53, 2, 4, 3)
+    o, ht = fn(**inp, output_final_state=True)
+    cut = 29
+    first = {n: (t[:, :cut] if n in ("q", "k", "v", "g") else t) for n, t in inp.items()}
+    second = {n: (t[:, cut:] if n in ("q", "k", "v", "g") else t) for n, t in inp.items()}
+    o1, h1 = fn(**first, output_final_state=True)
+    second["initial_state"] = h1
+    o2, h2 = fn(**second, output_final_state=True)
+    assert_rel_close(torch.cat([o1, o2], 1), o, 1e-12, "o")
+    assert_rel_close(h2, ht, 1e-12, "ht")
+
+
+def test_token_by_token_decoding_equals_chunk():
+    inp = make_inputs(2, 20, 2, 4, 5)
+    o, ht = chunk_simple_gla(**inp, output_final_state=True)
+    state, outs = inp["initial_state"], []
+    for t in range(20):
+        step = {n: inp[n][:, t : t + 1] for n in ("q", "k", "v", "g")}
+        ot, state = fused_recurrent_simple_gla(
+            **step, g_gamma=inp["g_gamma"], initial_state=state, output_final_state=True
+        )
+        outs.append(ot)
+    assert_rel_close(torch.cat(outs, 1), o, 1e-12, "o")
+    assert_rel_close(state, ht, 1e-12, "ht")
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [naive_recurrent_simple_gla, fused_recurrent_simple_gla, chunk_simple_gla],
+    ids=["naive", "recurrent", "chunk"],
+)
+def test_varlen_equals_separate_sequences(fn):
+    cu = torch.tensor([0, 5, 5, 23, 40])  # includes an empty sequence
+    N, H, K, V = 4, 2, 4, 3
+    inp = make_inputs(1, 40, H, K, V, h0=False)
+    del inp["initial_state"]
+    h0 = torch.randn(N, H, K, V, dtype=torch.float64).requires_grad_()
+    o, ht = fn(**inp, initial_state=h0, output_final_state=True, cu_seqlens=cu)
+    assert o.shape == (1, 40, H, V) and ht.shape == (N, H, K, V)
+    for n in range(N):
+        s, e = cu[n].item(), cu[n + 1].item()
+        if e == s:
+            assert torch.equal(ht[n], h0[n]), "an empty sequence must pass its state through"
+            continue
+        piece = {m: (t[:, s:e] if m in ("q", "k", "v", "g") else t) for m, t in inp.items()}
+        on, hn = naive_recurrent_simple_gla(**piece, initial_state=h0[n : n + 1], output_final_state=True)
+        assert_rel_close(o[:, s:e], on, 1e-12, f"o seq {n}")
+        assert_rel_close(ht[n : n + 1], hn, 1e-12, f"ht seq {n}")
+    o.sum().backward()
+    assert h0.grad is not None and torch.isfinite(h0.grad).all()
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    B=st.integers(1, 2),
+    T=st.integers(1, 40),
+    H=st.integers(1, 3),
+    K=st.integers(1, 6),
+    V=st.integers(1, 6),
+    C=st.sampled_from([1, 3, 8, 16, 64]),
+    gates=st.sampled_from(["g", "g_gamma", "both", "none"]),
+)
+def test_hypothesis_shapes(B, T, H, K, V, C, gates):
+    torch.manual_seed(B * 1000 + T * 10 + K)
+    inp = make_inputs(B, T, H, K, V, gates=gates)
+    ref = run(naive_recurrent_simple_gla, inp)
+    compare(run(lambda **kw: chunk_simple_gla(**kw, chunk_size=C), inp), ref, 1e-10, "chunk")
+
+
+@pytest.mark.parametrize("fn", [chunk_simple_gla, fused_recurrent_simple_gla], ids=["chunk", "recurrent"])
+def test_strong_gates_are_finite_and_exact(fn):
+    inp = make_inputs(1, 150, 2, 4, 4, low=-20.0)
+    inp["g"] = torch.full((1, 150, 2), -20.0, dtype=torch.float64).requires_grad_()
+    ref = run(naive_recurrent_simple_gla, inp)
+    res = run(fn, inp)
+    for name in NAMES:
+        assert torch.isfinite(res[name]).all(), f"{name} has NaN/Inf with g = -20"
+    compare(res, ref, 1e-10, "g=-20")
+
+
+def test_long_sequence_float32_finite_and_consistent():
+    """T = 65536 (H = 1, K = V = 8) in the chunk form: finite, and the tail equals a recurrent run
+    started from the chunk form's own state just before the tail."""
+    T, tail = 65536, 40
+    q, k, v = make_qkv(1, T, 1, 8, 8, dtype=torch.float32, requires_grad=False)
+    g = F.logsigmoid(torch.randn(1, T, 1)) / 16
+    with torch.no_grad():
+        o, ht = chunk_simple_gla(q, k, v, g, output_final_state=True)
+        _, h_mid = chunk_simple_gla(
+            q[:, :-tail], k[:, :-tail], v[:, :-tail], g[:, :-tail], output_final_state=True
+        )
+        o_tail, h_end = fused_recurrent_simple_gla(
+            q[:, -tail:],
+            k[:, -tail:],
+            v[:, -tail:],
+            g[:, -tail:],
+            initial_state=h_mid,
+            output_final_state=True,
+        )
+    assert torch.isfinite(o).all() and torch.isfinite(ht).all()
+    assert_rel_close(o[:, -tail:], o_tail, 1e-5, "tail o")
+    assert_rel_close(ht, h_end, 1e-5, "final state")
+
+
+def test_final_state_is_none_unless_requested():
+    inp = make_inputs(1, 9, 1, 2, 2)
+    for fn in (chunk_simple_gla, fused_recurrent_simple_gla, naive_recurrent_simple_gla):
+        assert fn(**inp)[1] is None
+
+
+def test_scale_argument():
+    inp = make_inputs(1, 12, 2, 4, 3)
+    o1, _ = chunk_simple_gla(**inp, scale=1.0)
+    o2, _ = naive_recurrent_simple_gla(**inp, scale=1.0)
+    o_default, _ = naive_recurrent_simple_gla(**inp)
+    assert_rel_close(o1, o2, 1e-12, "scale=1")
+    assert not torch.allclose(o2, o_default), "scale must change the output"
+
+
+# ----- retention -----------------------------------------------------------------------------------
+
+
+def retnet_log_gamma(H):
+    return torch.tensor([math.log(1 - 2 ** (-5 - h)) for h in range(H)], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("fn", [chunk_retention, fused_recurrent_retention], ids=["chunk", "recurrent"])
+def test_retention_is_simple_gla_with_retnet_decay(fn):
+    H = 3
+    inp = make_inputs(2, 33, H, 4, 5, gates="none")
+    o, ht = fn(inp["q"], inp["k"], inp["v"], initial_state=inp["initial_state"], output_final_state=True)
+    ref_o, ref_ht = naive_recurrent_simple_gla(
+        **{**inp, "g_gamma": retnet_log_gamma(H)}, output_final_state=True
+    )
+    assert_rel_close(o, ref_o, 1e-12, "o")
+    assert_rel_close(ht, ref_ht, 1e-12, "ht")
+
+
+def test_retention_varlen():
+    cu = torch.tensor([0, 7, 20])
+    q, k, v = make_qkv(1, 20, 2, 4, 4)
+    o, ht = chunk_retention(q, k, v, output_final_state=True, cu_seqlens=cu)
+    o2, ht2 = fused_recurrent_retention(q, k, v, output_final_state=True, cu_seqlens=cu)
+    assert ht.shape == (2, 2, 4, 4)
+    assert_rel_close(o, o2, 1e-12, "o")
+    assert_rel_close(ht, ht2, 1e-12, "ht")
+
+
+# ----- errors --------------------------------------------------------------------------------------
+
+
+def _base():
+    q, k, v = make_qkv(1, 6, 2, 4, 3, requires_grad=False)
+    return dict(q=q, k=k, v=v)
+
+
+ERROR_CASES = [
+    ("q rank", lambda d: d.update(q=d["q"][0]), r"q: expected 4 dims"),
+    ("k shape", lambda d: d.update(k=d["k"][..., :3]), r"k: shape \[1, 6, 2, 3\] must equal q's"),
+    ("v shape", lambda d: d.update(v=d["v"][:, :5]), r"v: shape .* must match q's"),
+    ("k device", lambda d: d.update(k=torch.empty(1, 6, 2, 4, device="meta")), r"one device"),
+    ("g shape", lambda d: d.update(g=torch.zeros(1, 6)), r"g: expected shape \[1, 6, 2\]"),
+    (
+        "g > 0",
+        lambda d: d.update(g=torch.full((1, 6, 2), 0.5, dtype=torch.float64)),
+        r"g: log-space gates must be <= 0",
+    ),
+    ("g nan", lambda d: d.update(g=torch.full((1, 6, 2), float("nan"))), r"g: must be finite"),
+    ("g_gamma shape", lambda d: d.update(g_gamma=torch.zeros(3)), r"g_gamma: expected shape \[2\]"),
+    ("g_gamma > 0", lambda d: d.update(g_gamma=torch.ones(2)), r"g_gamma: log-space gates must be <= 0"),
+    ("scale type", lambda d: d.update(scale="big"), r"scale: expected a float"),
+    (
+        "h0 shape",
+        lambda d: d.update(initial_state=torch.zeros(1, 2, 3, 4)),
+        r"initial_state: expected shape \[N, H, K, V\]",
+    ),
+    (
+        "cu end",
+        lambda d: d.update(cu_seqlens=torch.tensor([0, 4])),
+        r"cu_seqlens: must start at 0 and end at T = 6",
+    ),
+    (
+        "cu float",
+        lambda d: d.update(cu_seqlens=torch.tensor([0.0, 6.0])),
+        r"cu_seqlens: expected an integer dtype",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [chunk_simple_gla, fused_recurrent_simple_gla, naive_recurrent_simple_gla],
+    ids=["chunk", "recurrent", "naive"],
+)
+@pytest.mark.parametrize("case", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+def test_errors(fn, case):
+    _, mutate, msg = case
+    d = _base()
+    mutate(d)
+    with pytest.raises(ValueError, match=msg):
+        fn(**d)
+
+
+def test_cu_seqlens_needs_batch_one():
+    q, k, v = make_qkv(2, 6, 2, 4, 3, requires_grad=False)
+    with pytest.raises(ValueError, match=r"cu_seqlens: packed sequences need batch size B == 1, got B = 2"):
+        chunk_simple_gla(q, k, v, cu_seqlens=torch.tensor([0, 6]))
+
+
+@pytest.mark.parametrize("bad", [0, -4, 2.5, True])
+def test_chunk_size_error(bad):
+    with pytest.raises(ValueError, match=r"chunk_size: expected a positive int"):
+        chunk_simple_gla(**_base(), chunk_size=bad)
+
+
+def test_retention_error_names_argument():
+    q, k, v = make_qkv(1, 6, 2, 4, 3, requires_grad=False)
+    with pytest.raises(ValueError, match=r"v: shape"):
+        chunk_retention(q, k, v[:, :2])
+    with pytest.raises(ValueError, match=r"initial_state: expected shape"):
+        fused_recurrent_retention(q, k, v, initial_state=torch.zeros(1, 2, 4, 4))
