@@ -1,0 +1,206 @@
+"""``linearlab bench mixers``: training throughput and decoding cost of every registered mixer.
+
+Two measurements, one layer each, at ``d_model = 256``, batch 1, default mixer kwargs:
+
+1. **train**: forward + backward tokens/s at T = 2048 (T = 512 with ``--quick``) and the ratio to
+   softmax attention on the same input;
+2. **decode**: wall time per generated token after prefilling a context of 1k, 8k and 32k tokens
+   (1k, 2k with ``--quick``): softmax with its growing KV cache against every other mixer with
+   its recurrent state. The prefill runs once, in pieces of ``--prefill-chunk`` tokens with the
+   state carried (same result as one call, bounded memory), then ``--steps`` single-token calls
+   are timed. The state size after the context is reported too: it grows with the context only
+   for the softmax KV cache.
+
+Results go to stdout as two tables and to a JSON file (default ``bench_results/mixers.json``,
+written atomically). Times on a shared machine are noisy: compare ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from linearlab.bench.timing import fmt_ratio, median_time
+from linearlab.io import atomic_write_json
+from linearlab.layers.registry import create_mixer, list_mixers
+
+BASELINE = "softmax"
+D_MODEL = 256
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="linearlab bench mixers", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="T=512 training, contexts 1k and 2k, 1 repeat")
+    p.add_argument("--json", type=Path, default=Path("bench_results/mixers.json"), help="output JSON path")
+    p.add_argument("--mixers", default=None, help="comma-separated mixer names (default: all registered)")
+    p.add_argument("--steps", type=int, default=16, help="timed decode steps per context (default 16)")
+    p.add_argument("--prefill-chunk", type=int, default=2048, help="prefill piece length (default 2048)")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    if args.quick:
+        return {"train_T": 512, "contexts": [1024, 2048], "repeats": 1}
+    return {"train_T": 2048, "contexts": [1024, 8192, 32768], "repeats": 3}
+
+
+def _select_mixers(spec: str | None) -> list[str]:
+    registered = list_mixers()
+    if spec is None:
+        return registered
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in registered]
+    if unknown:
+        raise ValueError(f"--mixers: unknown mixer(s) {unknown}; registered: {', '.join(registered)}")
+    return names
+
+
+def bench_train(name: str, seq_len: int, repeats: int, gen: torch.Generator) -> dict[str, Any]:
+    """Forward + backward throughput of one mixer layer on ``x: [1, seq_len, 256]``."""
+    mixer = create_mixer(name, d_model=D_MODEL)
+    mixer.train()
+    x = torch.randn(1, seq_len, D_MODEL, generator=gen, requires_grad=True)
+
+    def step() -> None:
+        y, _ = mixer(x)
+        y.sum().backward()
+        x.grad = None
+        mixer.zero_grad(set_to_none=True)
+
+    seconds = median_time(step, repeats=repeats, warmup=1)
+    return {"seconds": seconds, "tokens_per_s": seq_len / seconds}
+
+
+@torch.no_grad()
+def _prefill(mixer: torch.nn.Module, context: int, piece: int, gen: torch.Generator) -> Any:
+    state = None
+    for start in range(0, context, piece):
+        x = torch.randn(1, min(piece, context - start), D_MODEL, generator=gen)
+        _, state = mixer(x, state)
+    return state
+
+
+@torch.no_grad()
+def bench_decode(name: str, context: int, steps: int, piece: int, gen: torch.Generator) -> dict[str, Any]:
+    """Per-token decode time of one mixer layer after a ``context``-token prefill."""
+    mixer = create_mixer(name, d_model=D_MODEL).eval()
+    t0 = time.perf_counter()
+    state = _prefill(mixer, context, piece, gen)
+    prefill_s = time.perf_counter() - t0
+    tokens = torch.randn(steps + 1, 1, 1, D_MODEL, generator=gen)
+    _, state = mixer(tokens[0], state)  # warm-up step
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        _, state = mixer(tokens[i + 1], state)
+        times.append(time.perf_counter() - t0)
+    return {
+        "ms_per_token": statistics.median(times) * 1e3,
+        "prefill_s": prefill_s,
+        "state_size": int(mixer.state_size(context)),
+    }
+
+
+def _safe(fn, *args) -> dict[str, Any]:
+    # one failing mixer (bug, out of memory) must not cost the rest of a long benchmark
+    try:
+        return fn(*args)
+    except (RuntimeError, ValueError, MemoryError) as err:
+        return {"error": f"{type(err).__name__}: {err}"[:300]}
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return None if value is None or base is None or base == 0 else value / base
+
+
+def _train_table(results: dict[str, dict[str, Any]], seq_len: int) -> str:
+    base = results.get(BASELINE, {}).get("tokens_per_s")
+    lines = [f"forward+backward, one layer, d_model={D_MODEL}, B=1, T={seq_len}", ""]
+    lines.append(f"{'mixer':18s} {'tokens/s':>10s} {'ms':>9s} {'vs ' + BASELINE:>11s}")
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"{name:18s} error: {r['error']}")
+            continue
+        ratio = fmt_ratio(_ratio(r["tokens_per_s"], base))
+        lines.append(f"{name:18s} {r['tokens_per_s']:10.0f} {r['seconds'] * 1e3:9.1f} {ratio:>11s}")
+    return "\n".join(lines)
+
+
+def _decode_table(results: dict[str, dict[str, dict[str, Any]]], contexts: list[int]) -> str:
+    lines = [
+        f"decode ms/token after a prefill of C tokens (speed-up vs {BASELINE} KV cache; state scalars)",
+        "",
+    ]
+    head = f"{'mixer':18s}" + "".join(f" {'C=' + str(c):>28s}" for c in contexts)
+    lines.append(head)
+    for name, per_ctx in results.items():
+        cells = []
+        for c in contexts:
+            r = per_ctx.get(str(c), {})
+            if "error" in r or not r:
+                cells.append(f" {'error':>28s}")
+                continue
+            base = results.get(BASELINE, {}).get(str(c), {}).get("ms_per_token")
+            speedup = fmt_ratio(_ratio(base, r["ms_per_token"]))
+            cells.append(f" {r['ms_per_token']:8.2f} ms {speedup:>7s} {r['state_size']:>9d}")
+        lines.append(f"{name:18s}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; ``argv`` as for ``linearlab bench mixers`` (see ``--help``)."""
+    args = _parser().parse_args(argv)
+    if args.steps < 1:
+        raise SystemExit(f"--steps: expected >= 1, got {args.steps}")
+    if args.prefill_chunk < 1:
+        raise SystemExit(f"--prefill-chunk: expected >= 1, got {args.prefill_chunk}")
+    try:
+        names = _select_mixers(args.mixers)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    settings = _settings(args)
+    gen = torch.Generator().manual_seed(0)
+    print(
+        f"linearlab bench mixers | torch {torch.__version__} | threads {torch.get_num_threads()} | "
+        f"{platform.processor() or platform.machine()} | {'quick' if args.quick else 'full'}"
+    )
+    show = sys.stderr.isatty()
+
+    train: dict[str, dict[str, Any]] = {}
+    for name in tqdm(names, desc="train", disable=not show):
+        train[name] = _safe(bench_train, name, settings["train_T"], settings["repeats"], gen)
+    print()
+    print(_train_table(train, settings["train_T"]))
+
+    decode: dict[str, dict[str, dict[str, Any]]] = {}
+    jobs = [(n, c) for n in names for c in settings["contexts"]]
+    for name, ctx in tqdm(jobs, desc="decode", disable=not show):
+        decode.setdefault(name, {})[str(ctx)] = _safe(
+            bench_decode, name, ctx, args.steps, args.prefill_chunk, gen
+        )
+    print()
+    print(_decode_table(decode, settings["contexts"]))
+
+    report = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "quick": args.quick,
+        "d_model": D_MODEL,
+        "baseline": BASELINE,
+        "train_seq_len": settings["train_T"],
+        "decode_steps": args.steps,
+        "train": train,
+        "decode": decode,
+    }
+    path = atomic_write_json(args.json, report)
+    print(f"\nwrote {path}")
+    return 0
