@@ -1,0 +1,101 @@
+"""Helpers shared by the sequence-model lab recipes (``mqar``, ``lm``).
+
+A *variant* is a label for one mixer configuration, e.g. ``"hedgehog"`` ->
+``("linear_attention", {"feature_map": "hedgehog"})``. Variants are trained in worker processes
+(one intra-op thread each), because on a small CPU two single-threaded jobs finish sooner than
+one job on two threads for models this small.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+from tqdm.auto import tqdm
+
+# label -> (registered mixer, kwargs); the paper mixers the lab compares
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "softmax": ("softmax", {}),
+    "sliding_window": ("sliding_window", {"window_size": 16}),
+    "linear_elu1": ("linear_attention", {"feature_map": "elu1"}),
+    "hedgehog": ("linear_attention", {"feature_map": "hedgehog"}),
+    "retnet": ("retnet", {}),
+    "lightning": ("lightning", {}),
+    "transnormer": ("transnormer", {}),
+    "slab": ("slab", {}),
+    "gla": ("gla", {}),
+    "deltanet": ("deltanet", {}),
+    "gated_deltanet": ("gated_deltanet", {}),
+    "mom": ("mom", {}),
+    "lssl": ("lssl", {}),
+}
+
+
+def parse_variants(text: str | Sequence[str]) -> list[str]:
+    """``"softmax,gla"`` -> ``["softmax", "gla"]``; unknown labels raise a ValueError listing the known ones."""
+    labels = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    unknown = [lab for lab in labels if lab not in VARIANTS]
+    if unknown:
+        raise ValueError(f"mixers: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    if not labels:
+        raise ValueError("mixers: give at least one mixer")
+    return labels
+
+
+def variant(label: str, num_heads: int | None = None) -> tuple[str, dict[str, Any]]:
+    """Mixer name and kwargs for ``label`` (adds ``num_heads`` if given)."""
+    name, kwargs = VARIANTS[label]
+    kwargs = dict(kwargs)
+    if num_heads is not None and name not in ("lssl", "base_conv"):
+        kwargs["num_heads"] = num_heads
+    return name, kwargs
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def run_jobs(fn: Callable[..., dict], jobs: list[tuple], workers: int, desc: str) -> list[dict]:
+    """Run ``fn(*job)`` for every job, in ``workers`` processes (in-process when 1); keep order."""
+    results: list[dict | None] = [None] * len(jobs)
+    bar = tqdm(total=len(jobs), desc=desc, leave=False)
+    if workers <= 1:
+        for i, job in enumerate(jobs):
+            results[i] = fn(*job)
+            bar.update(1)
+    else:
+        ctx = mp.get_context("spawn")  # fork + torch threads can deadlock
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+            futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update(1)
+    bar.close()
+    return [r for r in results if r is not None]
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned text table."""
+    cells = [[str(h) for h in header]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = [
+        "  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))) for r in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(c: Any) -> str:
+    if isinstance(c, float):
+        return f"{c:.3f}"
+    return str(c)

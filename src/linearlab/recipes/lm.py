@@ -1,0 +1,238 @@
+"""Recipe ``lm``: byte-level language modelling with every paper mixer on the same data.
+
+The default corpus is this Python's standard-library sources (no download). For each mixer the
+recipe trains one small MixerLM and reports validation bits per byte at the training length,
+bits per byte at 4x the training length (length extrapolation: linear mixers carry a fixed-size
+state, softmax with RoPE meets unseen positions), training tokens per second and the state size.
+
+    linearlab run lm [--mixers softmax,gla,...] [--data a.txt,b.txt] [--set steps=800]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from linearlab.config import apply_overrides, to_dict
+from linearlab.io import atomic_write_json
+from linearlab.recipes import Recipe
+from linearlab.recipes._lab import default_workers, format_table, parse_variants, run_jobs, variant
+from linearlab.runs import RunDir
+
+LM_MIXERS = "softmax,linear_elu1,hedgehog,retnet,gla,deltanet,gated_deltanet"
+
+
+@dataclass
+class LMExperiment:
+    """Everything ``linearlab run lm`` does; override fields with ``--set name=value``."""
+
+    mixers: str = LM_MIXERS
+    data: str = ""  # comma-separated text files; empty: the standard library
+    max_bytes: int = 4_000_000
+    d_model: int = 128
+    n_layers: int = 2
+    num_heads: int = 2
+    seq_len: int = 256
+    extrapolation_factor: int = 4
+    steps: int = 400
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup_steps: int = 40
+    eval_windows: int = 32
+    checkpoint_every: int = 100
+    seed: int = 0
+    workers: int = 0
+
+
+def preset(smoke: bool) -> LMExperiment:
+    if not smoke:
+        return LMExperiment()
+    return LMExperiment(
+        mixers="softmax,gla",
+        max_bytes=200_000,
+        d_model=32,
+        n_layers=1,
+        seq_len=32,
+        steps=8,
+        batch_size=4,
+        warmup_steps=2,
+        eval_windows=4,
+        checkpoint_every=4,
+    )
+
+
+def _bits_per_byte(model, windows: torch.Tensor) -> float:
+    total, count = 0.0, 0
+    for i in range(0, windows.shape[0], 8):
+        w = windows[i : i + 8]
+        logits = model(w[:, :-1]).logits.float()
+        total += F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
+        count += w[:, 1:].numel()
+    return total / count / math.log(2)
+
+
+def _train_one(job: dict[str, Any]) -> dict[str, Any]:
+    from linearlab.models import MixerLM, ModelConfig
+    from linearlab.tasks.text import ByteCorpus, eval_windows, sample_windows
+    from linearlab.train import TrainConfig, train
+
+    exp = LMExperiment(**job["experiment"])
+    folder = RunDir.create("lm", job["folder"])
+    done = folder.file("result.json")
+    if done.exists():
+        return json.loads(done.read_text())
+    files = [f for f in exp.data.split(",") if f] or None
+    corpus = ByteCorpus.from_files(files, max_bytes=exp.max_bytes)
+    name, kwargs = variant(job["label"], exp.num_heads)
+    long_len = exp.seq_len * exp.extrapolation_factor
+    torch.manual_seed(exp.seed)
+    model = MixerLM(
+        ModelConfig(
+            vocab_size=256,
+            d_model=exp.d_model,
+            n_layers=exp.n_layers,
+            mixer=name,
+            mixer_kwargs=kwargs,
+            max_seq_len=long_len,
+        )
+    )
+
+    def batch_fn(step: int):
+        gen = torch.Generator().manual_seed(exp.seed * 100_003 + step)
+        return sample_windows(corpus.train, exp.batch_size, exp.seq_len, gen)
+
+    def loss_fn(m, batch):
+        x, y = batch
+        return m.loss(x, y), {}
+
+    cfg = TrainConfig(
+        steps=exp.steps,
+        batch_size=exp.batch_size,
+        lr=exp.lr,
+        warmup_steps=exp.warmup_steps,
+        checkpoint_every=exp.checkpoint_every,
+        seed=exp.seed,
+        progress=False,
+    )
+    result = train(
+        model,
+        batch_fn,
+        loss_fn,
+        cfg,
+        run_dir=folder,
+        resume=True,
+        tokens_per_batch=exp.batch_size * exp.seq_len,
+    )
+    model.eval()
+    # the same bytes scored in short and in long windows, so the two numbers are comparable
+    n_long = max(1, exp.eval_windows // exp.extrapolation_factor)
+    long_windows = eval_windows(corpus.val, long_len, n_long)
+    short_windows = eval_windows(corpus.val, exp.seq_len, n_long * exp.extrapolation_factor)
+    with torch.no_grad():
+        bpb = _bits_per_byte(model, short_windows)
+        bpb_long = _bits_per_byte(model, long_windows)
+    record = {
+        "label": job["label"],
+        "mixer": name,
+        "mixer_kwargs": kwargs,
+        "params": model.num_params(),
+        "state_size": model.state_size(exp.seq_len),
+        "val_bpb": bpb,
+        f"val_bpb_at_{exp.extrapolation_factor}x": bpb_long,
+        "train_tokens_per_second": result.tokens_per_second,
+        "train_seconds": round(result.train_seconds, 2),
+        "final_train_loss": result.final_loss,
+    }
+    atomic_write_json(done, record)
+    return record
+
+
+def table(results: list[dict]) -> str:
+    long_key = next((k for k in results[0] if k.startswith("val_bpb_at_")), None) if results else None
+    header = [
+        "mixer",
+        "params",
+        "state",
+        "val bpb",
+        f"bpb {long_key[11:] if long_key else ''}",
+        "train tok/s",
+    ]
+    rows = [
+        [r["label"], r["params"], r["state_size"], r["val_bpb"], r.get(long_key, float("nan")), round(r["train_tokens_per_second"])]
+        for r in results
+    ]  # fmt: skip
+    return format_table(header, rows)
+
+
+def plot(results: list[dict], run_dir: RunDir) -> None:
+    import matplotlib.pyplot as plt
+
+    if not results:
+        return
+    long_key = next(k for k in results[0] if k.startswith("val_bpb_at_"))
+    labels = [r["label"] for r in results]
+    xs = range(len(results))
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(results)), 3.6))
+    ax.bar([x - 0.2 for x in xs], [r["val_bpb"] for r in results], width=0.4, label="training length")
+    ax.bar([x + 0.2 for x in xs], [r[long_key] for r in results], width=0.4, label=long_key[11:] + " length")
+    ax.set_xticks(list(xs), labels, rotation=30, ha="right")
+    ax.set_ylabel("validation bits per byte")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    run_dir.save_figure("lm_bits_per_byte.png", fig)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mixers", default=None, help=f"comma-separated mixer labels (default {LM_MIXERS})")
+    parser.add_argument("--data", default=None, help="comma-separated text files (default: Python's stdlib)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+
+
+def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
+    from linearlab.io import check_input_path
+
+    exp = preset(args.smoke)
+    if args.mixers:
+        exp.mixers = args.mixers
+    if args.data:
+        exp.data = args.data
+    exp = apply_overrides(exp, args.set)
+    labels = parse_variants(exp.mixers)
+    for f in [f for f in exp.data.split(",") if f]:
+        check_input_path(f, "file", "--data")
+    if run_dir.file("config.json").exists() and not args.resume:
+        raise ValueError(f"--out: {str(run_dir.path)!r} already holds a run; pass --resume to continue it")
+    run_dir.write_config(to_dict(exp))
+    jobs = [
+        ({"experiment": to_dict(exp), "label": lab, "folder": str(run_dir.path / lab)},) for lab in labels
+    ]
+    workers = exp.workers or default_workers()
+    t0 = time.perf_counter()
+    results = run_jobs(_train_one, jobs, workers, desc="lm")
+    print(table(results))
+    plot(results, run_dir)
+    return {"results": results, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def report(run_dir: RunDir) -> str:
+    summary = json.loads(Path(run_dir.file("summary.json")).read_text())
+    plot(summary["results"], run_dir)
+    return table(summary["results"])
+
+
+RECIPE = Recipe(
+    name="lm",
+    help="byte-level language modelling per mixer: bits per byte, length extrapolation, tokens/s",
+    run=run,
+    add_arguments=_add_arguments,
+    report=report,
+)
