@@ -30,9 +30,10 @@ from linearlab.ops.utils import (
 
 _SUB = 16  # secondary chunk (sub-chunk) size
 _SEGMENT_TOKENS = 2048  # tokens processed together; bounds temporary memory at long T
-# Largest in-sub-chunk decay span (in log space) for which the factorised diagonal blocks are
-# used: factors are then within [exp(-span), exp(span)], far from over/underflow.
-_SAFE_SPAN = {torch.float32: 30.0, torch.float64: 200.0}
+# Largest decay span (log space, within a block) for which a block is factorised with one
+# reference point: factors then lie in [exp(-30), exp(30)], far from float32 over/underflow, and
+# the products are exact up to round-off. Larger spans fall back to finer / exact blocks.
+_SAFE_SPAN = 30.0
 
 
 def _to_chunks(x: torch.Tensor, t0: int, t1: int, C: int, dt: torch.dtype) -> torch.Tensor:
@@ -67,22 +68,23 @@ class _Intra:
         self.m, self.sub, self.exact = m, sub, exact
         self.qs_b = qs.unflatten(-2, (m, sub))  # [.., m, s, K]
         self.k = k
+        dt = qs.dtype
         ell_b = ell.unflatten(-2, (m, sub))
         ref = ell_b[..., :1, :]  # [.., m, 1, K]
-        self.q_fac = torch.exp(ell_b - ref)  # <= 1
+        self.q_fac = _exp(ell_b - ref, dt)  # <= 1
         pos = torch.arange(C, device=ell.device)
         limit = (torch.arange(m, device=ell.device) + (0 if exact else 1)) * sub
         keep = (pos[None, :] < limit[:, None])[..., None]  # [m, C, 1]: keys allowed per sub-chunk
         diff = ref - ell[..., None, :, :]  # [.., m, C, K]
         if not bool(keep.all()):  # whole-chunk factorisation keeps every key: nothing to mask
             diff = diff.masked_fill(~keep, float("-inf"))  # mask BEFORE exp
-        self.k_fac = torch.exp(diff)
+        self.k_fac = _exp(diff, dt)
         self.Q = self.qs_b * self.q_fac  # [.., m, s, K]
         self.Kx = k[..., None, :, :] * self.k_fac  # [.., m, C, K]
         if exact:
             tri = torch.ones(sub, sub, dtype=torch.bool, device=ell.device).tril()
             d = ell_b[..., :, None, :] - ell_b[..., None, :, :]  # [.., m, s(i), s(j), K]
-            self.E = torch.exp(d.masked_fill(~tri[..., None], float("-inf")))
+            self.E = _exp(d.masked_fill(~tri[..., None], float("-inf")), dt)
             self.k_b = k.unflatten(-2, (m, sub))
 
     def scores(self) -> torch.Tensor:
@@ -118,35 +120,41 @@ def _intra_plan(ell: torch.Tensor, sub: int) -> tuple[int, bool]:
     diagonal blocks if each sub-chunk is safe, else exact diagonal blocks.
     """
     C = ell.shape[-2]
-    limit = _SAFE_SPAN[ell.dtype]
-    if (ell[..., 0, :] - ell[..., -1, :]).max() <= limit:
+    if (ell[..., 0, :] - ell[..., -1, :]).max() <= _SAFE_SPAN:
         return C, False
     ell_b = ell.unflatten(-2, (C // sub, sub))
-    return sub, bool((ell_b[..., 0, :] - ell_b[..., -1, :]).max() > limit)
+    return sub, bool((ell_b[..., 0, :] - ell_b[..., -1, :]).max() > _SAFE_SPAN)
 
 
-def _cumsum(g: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """Chunk-local (reverse) cumsum over dim -2 as a matmul with a triangle of ones: much faster
-    than ``cumsum`` over a strided dim on CPU."""
+def _exp(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``exp`` of a log-decay difference formed in float64, evaluated in the compute dtype."""
+    return torch.exp(x.to(dtype))
+
+
+def _cumsum(g: torch.Tensor, reverse: bool = False, exclusive: bool = False) -> torch.Tensor:
+    """Chunk-local cumsum over dim -2 (``reverse``: from the end; ``exclusive``: without the
+    element itself) as a matmul with a triangle of ones: much faster than ``cumsum`` over a
+    strided dim on CPU."""
     C = g.shape[-2]
     ones = torch.ones(C, C, dtype=g.dtype, device=g.device)
-    return (ones.triu() if reverse else ones.tril()) @ g
+    shift = -1 if exclusive else 0
+    return (ones.triu(-shift) if reverse else ones.tril(shift)) @ g
 
 
 def _fwd_segment(q, k, v, g, S, scale: float, sub: int):
     """One segment of chunks (``[B, H, n, C, D]``); returns ``(o, S_after, S_before_each_chunk)``."""
-    ell = _cumsum(g)
+    ell = _cumsum(g.double())
     last = ell[..., -1:, :]
-    kd = k * torch.exp(last - ell)  # keys decayed to the chunk end (exponent <= 0)
+    kd = k * _exp(last - ell, k.dtype)  # keys decayed to the chunk end (exponent <= 0)
     U = kd.transpose(-1, -2) @ v  # [.., n, K, V]
-    decay = last.exp().transpose(-1, -2)  # [.., n, K, 1]
+    decay = _exp(last, k.dtype).transpose(-1, -2)  # [.., n, K, 1]
     states = []
     for c in range(ell.shape[2]):
         states.append(S)
         S = torch.addcmul(U[:, :, c], decay[:, :, c], S)
     S_prev = torch.stack(states, dim=2)
     qs = q * scale
-    o = (qs * ell.exp()) @ S_prev
+    o = (qs * _exp(ell, qs.dtype)) @ S_prev
     A = _Intra(qs, k, ell, *_intra_plan(ell, sub)).scores()
     o.add_(A @ v)
     return o, S, S_prev
@@ -155,35 +163,52 @@ def _fwd_segment(q, k, v, g, S, scale: float, sub: int):
 def _bwd_segment(q, k, v, g, S_prev, do, dS, scale: float, sub: int):
     """Backward of one segment; ``dS`` is the gradient of the state after it. Returns
     ``(dq, dk, dv, dg, dS_before)``."""
-    ell = _cumsum(g)
+    dt = q.dtype
+    ell = _cumsum(g.double())
     last = ell[..., -1:, :]
-    ek = torch.exp(last - ell)
+    ek = _exp(last - ell, dt)
     kd = k * ek
-    eq = ell.exp()
+    eq = _exp(ell, dt)
     qs = q * scale
-    decay = last.exp().transpose(-1, -2)  # [.., n, K, 1]
+    decay = _exp(last, dt).transpose(-1, -2)  # [.., n, K, 1]
     W = (qs * eq).transpose(-1, -2) @ do  # gradient reaching each chunk's incoming state from o
     grads = []
     for c in range(ell.shape[2] - 1, -1, -1):
         grads.append(dS)  # gradient of the state after chunk c
         dS = torch.addcmul(W[:, :, c], decay[:, :, c], dS)
     dS_next = torch.stack(grads[::-1], dim=2)  # [.., n, K, V]
-    intra = _Intra(qs, k, ell, *_intra_plan(ell, sub))
-    A = intra.scores()
-    causal = torch.ones(A.shape[-1], A.shape[-1], dtype=torch.bool, device=A.device).tril()
-    dA = (do @ v.transpose(-1, -2)).masked_fill_(~causal, 0.0)
+    sub, exact = _intra_plan(ell, sub)
+    # Under strong decay the intra-chunk part of dg is a telescoping sum whose terms can be
+    # e^10 times larger than the result; float32 round-off would then dominate, so that (already
+    # slow, rarely used) exact path runs in float64.
+    wide = torch.float64 if exact else qs.dtype
+    intra = _Intra(qs.to(wide), k.to(wide), ell.to(wide), sub, exact)
+    A = intra.scores().to(qs.dtype)
+    C = A.shape[-1]
+    dA = do @ v.transpose(-1, -2)
+    dA_diag = dA.diagonal(dim1=-2, dim2=-1)[..., None].clone()  # [.., n, C, 1]
+    # The diagonal pairs (i == j) have decay exp(0) = 1 whatever g is. They are kept out of the
+    # gate gradient below (added to dq, dk afterwards): they are O(1) and would cancel only up to
+    # round-off, swamping the tiny true dg under strong decay.
+    strict = torch.ones(C, C, dtype=torch.bool, device=A.device).tril(-1)
+    dA.masked_fill_(~strict, 0.0)
     dv = A.transpose(-1, -2) @ do + kd @ dS_next
     dk_state = (v @ dS_next.transpose(-1, -2)) * ek
-    dqs_intra, dk_intra = intra.backward(dA)
-    dqs = (do @ S_prev.transpose(-1, -2)) * eq + dqs_intra
-    dk = dk_state + dk_intra
-    # Gate gradient: everything depends on g through l (chunk-local cumsum) and l_last, and each
-    # factor exp(l_a - l_b) contributes x * dx on its two ends; l_last also scales the state.
-    dell = qs * dqs - k * dk
-    dlast = (k * dk_state).sum(-2) + (S_prev * dS_next).sum(-1) * decay.squeeze(-1)
-    dell[..., -1, :] += dlast
-    dg = _cumsum(dell, reverse=True)
-    return dqs * scale, dk, dv, dg, dS
+    dqs_intra, dk_intra = intra.backward(dA.to(wide))
+    dqs_inter = (do @ S_prev.transpose(-1, -2)) * eq
+    # Gate gradient, written so that no O(1) terms cancel: g_t enters l_i for i >= t (query
+    # factors exp(l_i): reverse cumsum), the key factors exp(l_last - l_j) for j < t (exclusive
+    # cumsum) and the chunk decay exp(l_last). Intra pairs (i, j) give +x*dx at i and -x*dx at j;
+    # only strictly causal pairs are present here.
+    dg = _cumsum(qs.to(wide) * dqs_intra - k.to(wide) * dk_intra, reverse=True).to(qs.dtype)
+    dg += _cumsum(qs * dqs_inter, reverse=True)
+    dg += _cumsum(k * dk_state, exclusive=True)
+    dg += ((S_prev * dS_next).sum(-1) * decay.squeeze(-1))[..., None, :]
+    dqs = dqs_inter + dqs_intra.to(qs.dtype)
+    dk_intra = dk_intra.to(qs.dtype)
+    dq = (dqs + dA_diag * k) * scale
+    dk = dk_state + dk_intra + dA_diag * qs
+    return dq, dk, dv, dg, dS
 
 
 class _ChunkGLAFunction(torch.autograd.Function):

@@ -1,0 +1,358 @@
+"""Gated Linear Attention ops: chunk vs recurrent vs naive parity (outputs, states, every
+gradient), gradcheck, chunk-size invariance, state carry-over, varlen, gates, dtypes and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _helpers import assert_rel_close, rel_err, tol_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from linearlab.ops.gla import chunk_gla, fused_recurrent_gla, naive_recurrent_gla
+from linearlab.ops.gla.chunk import _SAFE_SPAN, _cumsum, _intra_plan
+
+# Per-step log decay of each regime; chunk_gla picks a different intra-chunk form for each:
+# "mild" -> one factorised matmul per chunk, "medium" -> sub-chunks of 16 with factorised
+# diagonal blocks, "strong" -> sub-chunks with exact (masked pairwise) diagonal blocks.
+GATES = {"mild": (-0.1, 0.0), "medium": (-1.5, -1.0), "strong": (-20.0, -10.0)}
+
+
+def _chunk16(*args, **kwargs):
+    return chunk_gla(*args, chunk_size=16, **kwargs)
+
+
+FORMS = {
+    "naive": naive_recurrent_gla,
+    "recurrent": fused_recurrent_gla,
+    "chunk": chunk_gla,
+    "chunk16": _chunk16,
+}
+
+
+def make_inputs(B=2, T=37, H=2, K=8, V=6, dtype=torch.float64, gate="mild", h0=True, N=None):
+    """Leaf tensors ``q, k, v, g, h0`` (h0 may be None) and cotangents ``do, dht``."""
+    low, high = GATES[gate]
+    q, k = torch.randn(B, T, H, K, dtype=torch.float64), torch.randn(B, T, H, K, dtype=torch.float64)
+    v = torch.randn(B, T, H, V, dtype=torch.float64)
+    g = low + (high - low) * torch.rand(B, T, H, K, dtype=torch.float64)
+    state = torch.randn(N or B, H, K, V, dtype=torch.float64) if h0 else None
+    leaves = [None if x is None else x.to(dtype).requires_grad_() for x in (q, k, v, g, state)]
+    do = torch.randn(B, T, H, V, dtype=torch.float64)
+    dht = torch.randn(N or B, H, K, V, dtype=torch.float64)
+    return leaves, do, dht
+
+
+def run(fn, leaves, do, dht, **kwargs):
+    """Call ``fn``, back-propagate the cotangents; return ``[o, ht, dq, dk, dv, dg, dh0]``."""
+    xs = [None if x is None else x.detach().clone().requires_grad_() for x in leaves]
+    q, k, v, g, h0 = xs
+    o, ht = fn(q, k, v, g, initial_state=h0, output_final_state=True, **kwargs)
+    ((o.double() * do).sum() + (ht.double() * dht).sum()).backward()
+    return [o, ht] + [None if x is None else x.grad for x in xs]
+
+
+NAMES = ["o", "ht", "dq", "dk", "dv", "dg", "dh0"]
+
+
+def assert_all_close(got, ref, tol, what):
+    for name, a, b in zip(NAMES, got, ref):
+        if b is None:
+            assert a is None, f"{what} {name}: expected None"
+            continue
+        assert a.dtype == b.dtype, f"{what} {name}: dtype {a.dtype} != {b.dtype}"
+        assert_rel_close(a, b, tol, f"{what} {name}")
+
+
+def dense_gla(q, k, v, gk=None, gv=None, scale=None, reverse=False):
+    """Quadratic closed form, an independent definition to check the naive loop against:
+    ``o_t = sum_{s<=t} (scale q_t * exp(Gk_t - Gk_s)) . k_s  *  v_s * exp(Gv_t - Gv_s)``
+    (``s >= t`` and reversed cumsums when ``reverse``). float64, no initial state."""
+    B, T, H, K = q.shape
+    scale = K**-0.5 if scale is None else scale
+    gk = torch.zeros_like(q) if gk is None else gk
+    gv = torch.zeros_like(v) if gv is None else gv
+    if reverse:
+        Gk, Gv = gk.flip(1).cumsum(1).flip(1), gv.flip(1).cumsum(1).flip(1)
+        mask = torch.ones(T, T, dtype=torch.bool).triu()
+    else:
+        Gk, Gv = gk.cumsum(1), gv.cumsum(1)
+        mask = torch.ones(T, T, dtype=torch.bool).tril()
+    dk_ = (Gk[:, :, None] - Gk[:, None, :]).masked_fill(~mask[None, :, :, None, None], -torch.inf).exp()
+    dv_ = (Gv[:, :, None] - Gv[:, None, :]).masked_fill(~mask[None, :, :, None, None], -torch.inf).exp()
+    score = torch.einsum("bthk,bshk,btshk->btsh", q * scale, k, dk_)
+    return torch.einsum("btsh,bshv,btshv->bthv", score, v, dv_)
+
+
+# ----------------------------------------------------------------------------------------------
+# the ground truth
+
+
+def test_naive_matches_dense_closed_form():
+    (q, k, v, g, _), _, _ = make_inputs(T=23, h0=False, gate="medium")
+    o, _ = naive_recurrent_gla(q, k, v, g, scale=0.7)
+    assert_rel_close(o, dense_gla(q, k, v, g, scale=0.7), 1e-12, "naive vs dense o")
+
+
+@pytest.mark.parametrize("gates", ["gk", "gv", "both", "none"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_recurrent_gates_and_reverse_match_dense(gates, reverse):
+    (q, k, v, g, _), _, _ = make_inputs(T=19, K=5, V=7, h0=False, gate="medium")
+    gk = g if gates in ("gk", "both") else None
+    gv = F.logsigmoid(torch.randn(v.shape, dtype=v.dtype)) if gates in ("gv", "both") else None
+    o, _ = fused_recurrent_gla(q, k, v, gk, gv, reverse=reverse)
+    assert_rel_close(o, dense_gla(q, k, v, gk, gv, reverse=reverse), 1e-12, f"{gates} reverse={reverse}")
+
+
+def test_recurrent_reverse_is_forward_on_flipped_sequence():
+    (q, k, v, g, h0), _, _ = make_inputs(T=11, gate="medium")
+    gv = F.logsigmoid(torch.randn(v.shape, dtype=v.dtype))
+    o_r, ht_r = fused_recurrent_gla(q, k, v, g, gv, initial_state=h0, output_final_state=True, reverse=True)
+    flip = [x.flip(1) for x in (q, k, v, g, gv)]
+    o_f, ht_f = fused_recurrent_gla(*flip, initial_state=h0, output_final_state=True)
+    assert_rel_close(o_r, o_f.flip(1), 1e-14, "o")
+    assert_rel_close(ht_r, ht_f, 1e-14, "ht")
+
+
+# ----------------------------------------------------------------------------------------------
+# parity chain: chunk vs recurrent vs naive, outputs, final states and every gradient
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("gate", list(GATES))
+@pytest.mark.parametrize("T", [1, 37, 100])
+def test_parity_chain(dtype, gate, T):
+    leaves, do, dht = make_inputs(T=T, K=8, V=6, dtype=dtype, gate=gate)
+    ref = run(naive_recurrent_gla, leaves, do, dht)
+    rec = run(fused_recurrent_gla, leaves, do, dht)
+    tol = tol_for(dtype)
+    assert_all_close(rec, ref, tol, "recurrent vs naive")
+    for C in (16, 32, 64):
+        got = run(chunk_gla, leaves, do, dht, chunk_size=C)
+        assert_all_close(got, ref, tol, f"chunk{C} vs naive")
+        assert_all_close(got, rec, tol, f"chunk{C} vs recurrent")
+
+
+@pytest.mark.parametrize("gate", list(GATES))
+def test_bfloat16_inputs_within_2e_2(gate):
+    leaves, do, dht = make_inputs(T=45, K=16, V=8, dtype=torch.bfloat16, gate=gate)
+    ref = run(naive_recurrent_gla, leaves, do, dht)
+    for fn in (fused_recurrent_gla, _chunk16):
+        got = run(fn, leaves, do, dht)
+        assert got[0].dtype == torch.bfloat16 and got[1].dtype == torch.float32
+        assert all(gr.dtype == torch.bfloat16 for gr in got[2:6])
+        assert_all_close(got, ref, 2e-2, f"{fn.__name__} bf16")
+
+
+@pytest.mark.parametrize(
+    ("gate", "expected"), [("mild", (64, False)), ("medium", (16, False)), ("strong", (16, True))]
+)
+def test_each_intra_form_is_selected_by_the_gate_span(gate, expected):
+    """The parity tests above cover all three intra-chunk forms only if each regime selects its
+    form; check the selection so a change of thresholds cannot silently drop a path."""
+    (_, _, _, g, _), _, _ = make_inputs(B=1, T=64, H=1, gate=gate)
+    ell = _cumsum(g.detach().double().reshape(1, 1, 1, 64, -1))
+    assert _intra_plan(ell, 16) == expected
+    assert (ell[..., 0, :] - ell[..., -1, :]).max() > 0  # spans are positive: the check is live
+    assert _SAFE_SPAN < 88  # exp(88) overflows float32
+
+
+# ----------------------------------------------------------------------------------------------
+# gradcheck
+
+
+@pytest.mark.parametrize("gate", list(GATES))
+def test_gradcheck_chunk(gate):
+    # chunk_size 32 with two sub-chunks: "medium" gates then take the sub-chunk path
+    (q, k, v, g, h0), _, _ = make_inputs(B=1, T=37, H=1, K=3, V=2, gate=gate)
+
+    def f(q, k, v, g, h0):
+        return chunk_gla(q, k, v, g, initial_state=h0, output_final_state=True, chunk_size=32)
+
+    assert torch.autograd.gradcheck(f, (q, k, v, g, h0))
+
+
+def test_gradcheck_recurrent_both_gates_reverse():
+    (q, k, v, g, h0), _, _ = make_inputs(B=1, T=6, H=1, K=3, V=2, gate="medium")
+    gv = F.logsigmoid(torch.randn(v.shape, dtype=v.dtype)).requires_grad_()
+
+    def f(q, k, v, g, gv, h0):
+        return fused_recurrent_gla(q, k, v, g, gv, initial_state=h0, output_final_state=True, reverse=True)
+
+    assert torch.autograd.gradcheck(f, (q, k, v, g, gv, h0))
+
+
+# ----------------------------------------------------------------------------------------------
+# state carry-over, decoding, varlen
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent", "naive"])
+def test_state_carry_over_equals_whole_sequence(form):
+    fn = FORMS[form]
+    (q, k, v, g, h0), _, _ = make_inputs(T=53, gate="medium")
+    o, ht = fn(q, k, v, g, initial_state=h0, output_final_state=True)
+    cut = 29
+    o1, h1 = fn(q[:, :cut], k[:, :cut], v[:, :cut], g[:, :cut], initial_state=h0, output_final_state=True)
+    o2, h2 = fn(q[:, cut:], k[:, cut:], v[:, cut:], g[:, cut:], initial_state=h1, output_final_state=True)
+    assert_rel_close(torch.cat([o1, o2], 1), o, 1e-12, "o")
+    assert_rel_close(h2, ht, 1e-12, "ht")
+
+
+def test_chunk_prefill_then_recurrent_decode_equals_full_chunk():
+    (q, k, v, g, _), _, _ = make_inputs(B=1, T=40, gate="mild", h0=False)
+    o, _ = chunk_gla(q, k, v, g)
+    o_pre, state = chunk_gla(q[:, :33], k[:, :33], v[:, :33], g[:, :33], output_final_state=True)
+    steps = [o_pre]
+    for t in range(33, 40):
+        s = slice(t, t + 1)
+        o_t, state = fused_recurrent_gla(
+            q[:, s], k[:, s], v[:, s], g[:, s], initial_state=state, output_final_state=True
+        )
+        steps.append(o_t)
+    assert_rel_close(torch.cat(steps, 1), o, 1e-12, "decode")
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent", "naive"])
+def test_varlen_equals_each_sequence_alone(form):
+    fn = FORMS[form]
+    cu = torch.tensor([0, 5, 5, 37, 50, 51])  # includes an empty and a length-1 sequence
+    N = len(cu) - 1
+    leaves, do, dht = make_inputs(B=1, T=50 + 1, gate="medium", N=N)
+    got = run(fn, leaves, do, dht, cu_seqlens=cu)
+    q, k, v, g, h0 = leaves
+    for n in range(N):
+        a, b = cu[n].item(), cu[n + 1].item()
+        if a == b:
+            assert torch.equal(got[1][n], h0[n].detach().to(got[1].dtype)), (
+                "empty sequence must keep its state"
+            )
+            continue
+        o_n, h_n = fn(
+            q[:, a:b], k[:, a:b], v[:, a:b], g[:, a:b], initial_state=h0[n : n + 1], output_final_state=True
+        )
+        assert_rel_close(got[0][:, a:b], o_n, 1e-12, f"o seq {n}")
+        assert_rel_close(got[1][n : n + 1], h_n, 1e-12, f"ht seq {n}")
+    if form == "chunk":  # gradients of the packed call equal the naive packed call
+        ref = run(naive_recurrent_gla, leaves, do, dht, cu_seqlens=cu)
+        assert_all_close(got, ref, 1e-10, "varlen chunk vs naive")
+
+
+# ----------------------------------------------------------------------------------------------
+# shapes, scale, numerics
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    B=st.integers(1, 2),
+    T=st.integers(1, 70),
+    H=st.integers(1, 2),
+    K=st.integers(1, 9),
+    V=st.integers(1, 9),
+    gate=st.sampled_from(list(GATES)),
+    C=st.sampled_from([16, 32, 64]),
+)
+def test_hypothesis_shapes_chunk_matches_naive(B, T, H, K, V, gate, C):
+    torch.manual_seed(B * 1000 + T * 10 + H)
+    leaves, do, dht = make_inputs(B=B, T=T, H=H, K=K, V=V, gate=gate)
+    assert_all_close(
+        run(chunk_gla, leaves, do, dht, chunk_size=C), run(naive_recurrent_gla, leaves, do, dht), 1e-10, "hyp"
+    )
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_scale_default_and_explicit(form):
+    fn = FORMS[form]
+    (q, k, v, g, _), _, _ = make_inputs(T=9, K=9, h0=False)
+    o_default, ht = fn(q, k, v, g)
+    o_explicit, _ = fn(q, k, v, g, scale=9**-0.5)
+    o_double, _ = fn(q, k, v, g, scale=2 * 9**-0.5)
+    assert ht is None  # final state only on request
+    assert_rel_close(o_default, o_explicit, 1e-14, "default scale")
+    assert_rel_close(o_double, 2 * o_default, 1e-14, "scale is linear")
+
+
+def test_strong_gates_finite_and_forgetful_in_float32():
+    (q, k, v, _, h0), _, _ = make_inputs(B=1, T=300, H=2, K=16, V=16, dtype=torch.float32)
+    g = torch.full_like(q, -20.0).requires_grad_()
+    o, ht = chunk_gla(q, k, v, g, initial_state=h0, output_final_state=True)
+    (o.sum() + ht.sum()).backward()
+    for name, x in [("o", o), ("ht", ht), ("dq", q.grad), ("dk", k.grad), ("dv", v.grad), ("dg", g.grad)]:
+        assert torch.isfinite(x).all(), f"{name} has NaN/Inf"
+    # exp(-20) ~ 2e-9: the state is essentially the last token's k^T v alone
+    last = k[0, -1, :, :, None] * v[0, -1, :, None, :]
+    assert_rel_close(ht[0], last.detach(), 1e-6, "state forgets")
+
+
+def test_long_sequence_forward_is_finite():
+    T = 65536
+    q, k = torch.randn(1, T, 1, 8), torch.randn(1, T, 1, 8)
+    v = torch.randn(1, T, 1, 8)
+    g = F.logsigmoid(torch.randn(1, T, 1, 8)) / 16
+    with torch.no_grad():
+        o, ht = chunk_gla(q, k, v, g, output_final_state=True)
+        o_tail, _ = naive_recurrent_gla(q[:, -64:], k[:, -64:], v[:, -64:], g[:, -64:])
+    assert torch.isfinite(o).all() and torch.isfinite(ht).all()
+    # the tail run from a zero state differs from the full run only through the decayed past
+    assert rel_err(o[:, -64:], o_tail) > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# errors
+
+
+def _good(T=4, B=1):
+    return torch.randn(B, T, 2, 4), torch.randn(B, T, 2, 4), torch.randn(B, T, 2, 3), -torch.rand(B, T, 2, 4)
+
+
+def _bad_inputs():
+    q, k, v, g = _good()
+    return {
+        "rank": ((q[0], k, v, g), {}, r"q: expected 4 dims"),
+        "k shape": ((q, k[..., :3], v, g), {}, r"k: shape \[1, 4, 2, 3\] must equal q's shape"),
+        "v shape": ((q, k, v[:, :3], g), {}, r"v: shape .* must match q's \[B, T, H\]"),
+        "gate shape": ((q, k, v, g[..., :2]), {}, r"gk?: expected shape \[1, 4, 2, 4\], got \[1, 4, 2, 2\]"),
+        "gate positive": ((q, k, v, g.abs() + 0.5), {}, r"gk?: log-space gates must be <= 0"),
+        "gate nan": ((q, k, v, g.index_fill(1, torch.tensor([2]), float("nan"))), {}, r"gk?: must be finite"),
+        "device": ((q, k.to("meta"), v, g), {}, r"q, k, v: all tensors must be on one device"),
+        "h0 shape": (
+            (q, k, v, g),
+            {"initial_state": torch.zeros(1, 2, 3, 4)},
+            r"initial_state: expected shape",
+        ),
+        "cu end": (
+            (q, k, v, g),
+            {"cu_seqlens": torch.tensor([0, 3])},
+            r"cu_seqlens: must start at 0 and end at T",
+        ),
+        "cu batch": (
+            _good(B=2),
+            {"cu_seqlens": torch.tensor([0, 4])},
+            r"cu_seqlens: packed sequences need batch",
+        ),
+        "scale": ((q, k, v, g), {"scale": "big"}, r"scale: expected a float or None, got str"),
+    }
+
+
+@pytest.mark.parametrize("form", ["naive", "recurrent", "chunk"])
+@pytest.mark.parametrize("case", list(_bad_inputs()))
+def test_bad_input_raises_clear_error(form, case):
+    args, kwargs, pattern = _bad_inputs()[case]
+    with pytest.raises(ValueError, match=pattern):
+        FORMS[form](*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("chunk_size", "pattern"), [(0, "positive int"), (True, "positive int"), (24, "multiple of 16")]
+)
+def test_bad_chunk_size(chunk_size, pattern):
+    with pytest.raises(ValueError, match=rf"chunk_size: .*{pattern}"):
+        chunk_gla(*_good(), chunk_size=chunk_size)
+
+
+def test_bad_value_gate_in_recurrent():
+    q, k, v, g = _good()
+    with pytest.raises(ValueError, match=r"gv: expected shape \[1, 4, 2, 3\], got \[1, 4, 2, 4\]"):
+        fused_recurrent_gla(q, k, v, g, gv=g)
+    with pytest.raises(ValueError, match=r"gv: log-space gates must be <= 0"):
+        fused_recurrent_gla(q, k, v, g, gv=torch.ones_like(v))
