@@ -36,14 +36,16 @@ def test_config_mirrors_model_config_and_validates():
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_save_and_load_pretrained_round_trip(tmp_path, tie):
-    model = LinearLabForCausalLM(_tiny_config(block_pattern="GD", tie_embeddings=tie)).eval()
+    # R (retnet: fixed decays) and A (softmax: RoPE) hold non-persistent buffers
+    cfg = _tiny_config(n_layers=4, block_pattern="GDRA", tie_embeddings=tie)
+    model = LinearLabForCausalLM(cfg).eval()
     ids = torch.randint(0, 40, (2, 9))
     with torch.no_grad():
         before = model(ids).logits
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["model_type"] == "linearlab" and saved["block_pattern"] == "GD"
+    assert saved["model_type"] == "linearlab" and saved["block_pattern"] == "GDRA"
     assert isinstance(AutoConfig.from_pretrained(tmp_path), LinearLabConfig)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert isinstance(loaded, LinearLabForCausalLM)
@@ -51,9 +53,11 @@ def test_save_and_load_pretrained_round_trip(tmp_path, tie):
         after = loaded(ids).logits
     torch.testing.assert_close(after, before, rtol=0, atol=0)
     # every tensor came back, not only the ones that influence these logits
-    ref, got = model.state_dict(), loaded.state_dict()
+    ref, got = dict(model.named_buffers()), dict(loaded.named_buffers())
+    ref.update(model.state_dict())
+    got.update(loaded.state_dict())
     assert ref.keys() == got.keys()
-    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    assert [k for k in ref if not torch.equal(ref[k], got[k])] == []
 
 
 @pytest.mark.parametrize("pattern", ["DD", "GA"])
@@ -63,7 +67,7 @@ def test_hf_generate_matches_mixerlm_generate(pattern):
     ).eval()
     prompt = torch.randint(0, 40, (2, 6))
     ours = model.model.generate(prompt, max_new_tokens=7)
-    theirs = model.generate(prompt, max_new_tokens=7, do_sample=False, pad_token_id=0)
+    theirs = model.generate(prompt, max_new_tokens=7, do_sample=False)
     assert torch.equal(theirs, ours)
 
 
@@ -77,7 +81,7 @@ def test_hf_generate_is_recurrent(monkeypatch):
         return real_forward(self, input_ids, state, return_hidden_states)
 
     monkeypatch.setattr(MixerLM, "forward", spy)
-    out = model.generate(torch.randint(0, 40, (1, 5)), max_new_tokens=4, do_sample=False, pad_token_id=0)
+    out = model.generate(torch.randint(0, 40, (1, 5)), max_new_tokens=4, do_sample=False)
     assert out.shape == (1, 9)
     # one prefill over the prompt, then one token per step with the carried state
     assert calls == [(5, True), (1, False), (1, False), (1, False)]

@@ -167,6 +167,16 @@ def test_bad_block_patterns_are_clear_errors():
         ModelConfig(pattern_mixers={"GG": "gla"})
 
 
+def test_model_revalidates_config_changed_after_construction():
+    # `--set model.block_pattern=...` assigns the field without re-running __post_init__
+    cfg = ModelConfig(d_model=16, n_layers=2)
+    cfg.block_pattern = "GQ"
+    with pytest.raises(ValueError, match=r"unknown letter 'Q' at layer 1"):
+        MixerLM(cfg)
+    with pytest.raises(ValueError, match=r"MixerLM: config must be a ModelConfig, got dict"):
+        MixerLM({"d_model": 16})
+
+
 def test_custom_pattern_letter_maps_to_any_mixer(test_mixer):
     cfg = ModelConfig(
         d_model=16, n_layers=2, block_pattern="XG", pattern_mixers={"X": test_mixer, "G": "gla"}

@@ -83,6 +83,14 @@ class ModelConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; raises ValueError naming the field, the value and what is allowed.
+
+        Called on construction and again by ``MixerLM`` (``--set`` overrides assign fields after
+        construction, which skips ``__post_init__``).
+        """
         for name in ("vocab_size", "d_model", "n_layers", "max_seq_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -182,6 +182,27 @@ class LinearLabForCausalLM(PreTrainedModel, GenerationMixin):
         return
 
     @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> LinearLabForCausalLM:
+        """``PreTrainedModel.from_pretrained``, then rebuild the non-persistent buffers."""
+        model = super().from_pretrained(*args, **kwargs)
+        model._restore_nonpersistent_buffers()
+        return model
+
+    @torch.no_grad()
+    def _restore_nonpersistent_buffers(self) -> None:
+        # transformers builds the model on the meta device and fills it from the checkpoint;
+        # buffers that are not saved (RoPE frequencies, fixed decay rates) would stay garbage.
+        # They are pure functions of the config, so rebuild them from a fresh CPU model.
+        fresh = dict(MixerLM(self.config.to_model_config()).named_modules())
+        for name, module in self.model.named_modules():
+            for buf in getattr(module, "_non_persistent_buffers_set", ()):
+                current = getattr(module, buf)
+                if current is None:
+                    continue
+                source = getattr(fresh[name], buf)
+                setattr(module, buf, source.to(device=current.device if not current.is_meta else "cpu"))
+
+    @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         # our forward creates a LinearLabCache itself; a DynamicCache would not fit mixer states
         return False

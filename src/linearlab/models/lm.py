@@ -113,6 +113,7 @@ class MixerLM(nn.Module):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise ValueError(f"MixerLM: config must be a ModelConfig, got {type(config).__name__}")
+        config.validate()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = nn.ModuleList(
