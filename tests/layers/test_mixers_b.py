@@ -55,7 +55,7 @@ def spy(monkeypatch: pytest.MonkeyPatch, op_name: str) -> list[dict]:
 # shared modules
 
 
-@pytest.mark.parametrize("T", [9, 40])  # short inputs use explicit taps, long ones F.conv1d
+@pytest.mark.parametrize("T", [1, 9])
 def test_short_conv_matches_explicit_causal_sum(T):
     conv = ShortConvolution(5, kernel_size=4, bias=True).double()
     x = torch.randn(2, T, 5, dtype=torch.float64)
@@ -64,7 +64,7 @@ def test_short_conv_matches_explicit_causal_sum(T):
     xp = F.pad(x, (0, 0, 3, 0))  # three zero tokens before the start
     ref = torch.stack([(xp[:, t : t + 4] * w.T).sum(1) + conv.bias for t in range(T)], dim=1)
     torch.testing.assert_close(y, F.silu(ref), rtol=0, atol=1e-12)
-    torch.testing.assert_close(cache, x[:, -3:].transpose(1, 2), rtol=0, atol=0)
+    torch.testing.assert_close(cache, xp[:, -3:].transpose(1, 2), rtol=0, atol=0)  # last 3 inputs
     # the carried state is a compact copy, not a view into the prefill buffer
     assert cache.untyped_storage().nbytes() == cache.numel() * cache.element_size()
 
@@ -72,7 +72,7 @@ def test_short_conv_matches_explicit_causal_sum(T):
 @pytest.mark.parametrize("kernel_size", [1, 2, 4])
 def test_short_conv_stepping_equals_full(kernel_size):
     conv = ShortConvolution(6, kernel_size=kernel_size, activation=None).double()
-    x = torch.randn(2, 37, 6, dtype=torch.float64)  # longer than the taps threshold: both paths
+    x = torch.randn(2, 37, 6, dtype=torch.float64)
     y_full, cache_full = conv(x)
     cache, steps = None, []
     for t in range(37):
@@ -369,9 +369,10 @@ def test_mom_routes_each_token_to_exactly_topk():
     ).all()
 
 
+@pytest.mark.parametrize("mode", ["gather", "mask"])
 @pytest.mark.parametrize("T", [1, 3])
-def test_mom_unrouted_memories_are_untouched(T, monkeypatch):
-    mixer = make("mom")
+def test_mom_unrouted_memories_are_untouched(T, mode, monkeypatch):
+    mixer = make("mom", mode=mode)
     _, state = mixer(torch.randn(2, 8, D, dtype=torch.float64))
     x = torch.randn(2, T, D, dtype=torch.float64)
     if T > 1:
@@ -401,17 +402,18 @@ def test_mom_unrouted_memories_are_untouched(T, monkeypatch):
     assert not routed[:, 3].any() or T == 1
 
 
+@pytest.mark.parametrize("mode", ["gather", "mask"])
 @pytest.mark.parametrize("shared", [True, False])
 @torch.no_grad()
-def test_mom_matches_per_memory_token_loop(shared):
+def test_mom_matches_per_memory_token_loop(shared, mode):
     """The paper's definition, memory by memory: update only routed memories, mix their readouts."""
-    mixer = make("mom", shared_memory=shared, num_memories=3, topk=2)
+    mixer = make("mom", shared_memory=shared, num_memories=3, topk=2, mode=mode)
     x = torch.randn(2, 7, D, dtype=torch.float64)
     y, _ = mixer(x)
     N, H, K = 3 + shared, 2, 8
     r = mixer.route(x)
     q, k, v, _ = mixer.qkv(x)
-    q, k, v = (t.view(2, 7, N, H, K) for t in (q, k, v))
+    k, v = (t.view(2, 7, N, H, K) for t in (k, v))
     beta = torch.sigmoid(mixer.b_proj(x)).view(2, 7, N, H)
     g = -mixer.A_log.exp().view(N, H) * F.softplus(
         mixer.a_proj(x).view(2, 7, N, H) + mixer.dt_bias.view(N, H)
@@ -429,11 +431,33 @@ def test_mom_matches_per_memory_token_loop(shared):
                 Sm = torch.exp(g[b, t, m])[:, None, None] * S[b, m]
                 pred = torch.einsum("hk,hkv->hv", kt, Sm)
                 S[b, m] = Sm + kt[..., None] * (beta[b, t, m][:, None] * (vt - pred))[:, None, :]
-                read = torch.einsum("hk,hkv->hv", q[b, t, m] * K**-0.5, S[b, m])
+                read = torch.einsum("hk,hkv->hv", q[b, t] * K**-0.5, S[b, m])
                 o_t[b] += read if is_shared else r.weights[b, t, m] * read
         outs.append(o_t)
     o = mixer.o_norm(torch.stack(outs, 1), mixer.g_proj(x).view(2, 7, H, K))
     torch.testing.assert_close(y, mixer.o_proj(o.reshape(2, 7, D)), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_mom_gather_equals_mask(shared):
+    """Both prefill forms: same outputs, final states and gradients (with an initial state)."""
+    mixer = make("mom", shared_memory=shared, num_memories=4, topk=2, chunk_size=8)
+    _, state = mixer(torch.randn(2, 5, D, dtype=torch.float64))
+    state = {k: t.detach() for k, t in state.items()}
+    x = torch.randn(2, 19, D, dtype=torch.float64)
+    results = []
+    for mode in ("gather", "mask"):
+        mixer.mode = mode
+        mixer.zero_grad()
+        xg = x.clone().requires_grad_()
+        h0 = state["recurrent"].clone().requires_grad_()
+        y, new = mixer(xg, {**state, "recurrent": h0})
+        ((y * torch.linspace(-1, 1, D, dtype=torch.float64)).sum() + new["recurrent"].pow(2).sum()).backward()
+        grads = [p.grad.clone() for p in mixer.parameters()]
+        results.append((y, new["recurrent"], xg.grad, h0.grad, grads))
+    (y_g, s_g, dx_g, dh_g, p_g), (y_m, s_m, dx_m, dh_m, p_m) = results
+    for a, b in [(y_g, y_m), (s_g, s_m), (dx_g, dx_m), (dh_g, dh_m), *zip(p_g, p_m)]:
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_mom_load_balancing_loss_is_minimal_for_uniform_routing():
@@ -475,3 +499,5 @@ def test_mom_kwarg_errors():
         MixtureOfMemories(D, num_memories=0)
     with pytest.raises(ValueError, match="aux_loss_scale: expected a number >= 0, got -1"):
         MixtureOfMemories(D, aux_loss_scale=-1)
+    with pytest.raises(ValueError, match="mode: expected 'gather' or 'mask', got 'varlen'"):
+        MixtureOfMemories(D, mode="varlen")

@@ -80,11 +80,13 @@ class MixtureOfMemories(nn.Module):
         S^m_t = S^m_{t-1}                                                     otherwise
         o_t = sum_{m in T_t} w_{t,m} q_t S^m_t + q_t S^s_t,   y_t = (RMSNorm(o_t) * swish(x_t W_g)) W_o
 
-    All ``M (+1)`` memories run as extra heads of one ``chunk_gated_delta_rule`` call: for a
-    memory a token is not routed to, its ``g`` and ``beta`` are set to 0, which leaves that
-    memory's state exactly unchanged (``exp(0) = 1``, no write). This is the masked equivalent of
-    the paper's sort-and-gather varlen kernel. One difference: the short convolutions run over
-    the full token stream, not over each memory's routed subsequence.
+    A token a memory is not routed to leaves that memory's state exactly unchanged, so the
+    memories can run in two equivalent ways (``mode``): as extra heads of one
+    ``chunk_gated_delta_rule`` call over the full sequence with ``g = beta = 0`` at unrouted
+    tokens (``"mask"``), or each over its own routed tokens gathered into a padded batch
+    (``"gather"``, the default: less work; the paper's sort-and-gather kernel in padded rather
+    than varlen form). One difference from the paper: the short convolutions run over the full
+    token stream, not over each memory's routed subsequence.
 
     In training mode ``forward`` sets ``self.aux_loss = aux_loss_scale * load_balancing_loss``
     (a scalar tensor; the model adds it to the task loss); in eval mode ``self.aux_loss`` is None.
@@ -103,6 +105,11 @@ class MixtureOfMemories(nn.Module):
         conv_bias: bias in the short convs. Default: False.
         norm_eps: RMSNorm epsilon. Default: 1e-5.
         chunk_size: chunk length of the prefill op. Default: 64.
+        mode: how prefill runs the routed memories. ``"gather"``: each memory runs over its own
+            routed tokens only (gathered per memory and padded to the longest; about
+            ``(topk + 1) / (M + 1)`` of the work); ``"mask"``: every memory runs over every
+            token with ``g = beta = 0`` where unrouted (simplest; the reference). Both give the
+            same result; single-token steps always use the masked form. Default: ``"gather"``.
         layer_idx, num_layers: position in the model (unused; accepted for the mixer contract).
 
     Shapes:
@@ -132,12 +139,15 @@ class MixtureOfMemories(nn.Module):
         conv_bias: bool = False,
         norm_eps: float = 1e-5,
         chunk_size: int = 64,
+        mode: str = "gather",
         layer_idx: int = 0,
         num_layers: int = 1,
     ) -> None:
         super().__init__()
         check_positive_int("d_model", d_model)
         check_positive_int("num_memories", num_memories)
+        if mode not in ("gather", "mask"):
+            raise ValueError(f"mode: expected 'gather' or 'mask', got {mode!r}")
         check_positive_int("conv_size", conv_size)
         check_positive_int("chunk_size", chunk_size)
         if not isinstance(topk, int) or isinstance(topk, bool) or not 1 <= topk <= num_memories:
@@ -156,6 +166,7 @@ class MixtureOfMemories(nn.Module):
         self.aux_loss_scale = float(aux_loss_scale)
         self.use_short_conv = use_short_conv
         self.chunk_size = chunk_size
+        self.mode = mode
         self.layer_idx = layer_idx
         self.num_layers = num_layers
         self.aux_loss: torch.Tensor | None = None
@@ -204,7 +215,8 @@ class MixtureOfMemories(nn.Module):
     def qkv(
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """``q, k: [B, T, N*H, K]`` (unit L2 norm; q repeated per memory), ``v: [B, T, N*H, V]``, conv states."""
+        """Shared ``q: [B, T, H, K]``, per-memory ``k: [B, T, N*H, K]`` (both unit L2 norm),
+        ``v: [B, T, N*H, V]`` and the new conv states."""
         B, T, _ = x.shape
         N, H = self.num_total, self.num_heads
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
@@ -216,34 +228,32 @@ class MixtureOfMemories(nn.Module):
             v, conv_state["conv_v"] = self.v_conv1d(v, get("conv_v"))
         else:
             q, k, v = nn.functional.silu(q), nn.functional.silu(k), nn.functional.silu(v)
-        q = l2norm(q.view(B, T, 1, H, self.head_k_dim)).expand(B, T, N, H, self.head_k_dim)
+        q = l2norm(q.view(B, T, H, self.head_k_dim))
         k = l2norm(k.view(B, T, N * H, self.head_k_dim))
-        return q.reshape(B, T, N * H, self.head_k_dim), k, v.view(B, T, N * H, self.head_v_dim), conv_state
+        return q, k, v.view(B, T, N * H, self.head_v_dim), conv_state
 
-    def forward(
-        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mix ``x: [B, T, D]``; return ``(y: [B, T, D], state)`` (pass ``state`` back to continue)."""
-        B, T = check_mixer_input(x, self.d_model)
-        if state is not None:
-            check_state(state, self.state_keys, B)
-        N, H = self.num_total, self.num_heads
-        routing = self.route(x)
-        q, k, v, conv_state = self.qkv(x, state)
-
+    def _run_masked(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        g: torch.Tensor,
+        beta: torch.Tensor,
+        routing: Routing,
+        h0: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every memory over the full sequence as extra heads; unrouted tokens get ``g = beta = 0``."""
+        B, T, H, K = q.shape
+        N = self.num_total
         # which memories each token writes to, [B, T, N]: its top-k plus the shared memory
-        active = routing.mask
-        mix = routing.weights
+        active, mix = routing.mask, routing.weights
         if self.shared_memory:
             active = torch.cat([active, active.new_ones(B, T, 1)], dim=-1)
             mix = torch.cat([mix, mix.new_ones(B, T, 1)], dim=-1)
-        active = active.unsqueeze(-1)
-        g = mamba2_log_decay(self.a_proj(x).view(B, T, N, H), self.A_log.view(N, H), self.dt_bias.view(N, H))
+        active = active.repeat_interleave(H, dim=-1)
         # masked_fill rather than multiplying by the mask: exact zeros, and no 0 * inf hazards
-        g = g.masked_fill(~active, 0.0).view(B, T, N * H)
-        beta = torch.sigmoid(self.b_proj(x)).view(B, T, N, H).masked_fill(~active, 0.0).view(B, T, N * H)
-
-        h0 = None if state is None else state["recurrent"]
+        g, beta = g.masked_fill(~active, 0.0), beta.masked_fill(~active, 0.0)
+        q = q.unsqueeze(2).expand(B, T, N, H, K).reshape(B, T, N * H, K)
         if T == 1:
             o, ht = ops.fused_recurrent_gated_delta_rule(
                 q, k, v, g, beta, initial_state=h0, output_final_state=True
@@ -253,7 +263,88 @@ class MixtureOfMemories(nn.Module):
                 q, k, v, g, beta, initial_state=h0, output_final_state=True, chunk_size=self.chunk_size
             )
         # read-out is linear in the memory, so mixing readouts == reading the mixed memory
-        o = (o.view(B, T, N, H, self.head_v_dim) * mix.to(o.dtype)[..., None, None]).sum(2)
+        o = (o.view(B, T, N, H, -1) * mix.to(o.dtype)[..., None, None]).sum(2)
+        return o, ht
+
+    def _run_gathered(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        g: torch.Tensor,
+        beta: torch.Tensor,
+        routing: Routing,
+        h0: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each routed memory runs only over its own tokens (gathered, padded to the longest).
+
+        Same result as :meth:`_run_masked` (skipped tokens leave a memory unchanged), with about
+        ``(topk + shared) / (M + shared)`` of its recurrence work.
+        """
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        M, N = self.num_memories, self.num_total
+        counts = routing.mask.sum(1)  # [B, M]
+        L = int(counts.max())
+        # stable sort puts each memory's routed time steps first, in order: idx[b, l, m] = t
+        idx = torch.sort((~routing.mask).to(torch.uint8), dim=1, stable=True).indices[:, :L]
+        pad = torch.arange(L, device=q.device)[None, :, None] >= counts[:, None, :]  # [B, L, M]
+
+        def take(t: torch.Tensor) -> torch.Tensor:
+            """``[B, T, M, H, d] -> [B, L, M*H, d]``: memory m's routed steps."""
+            d = t.shape[-1]
+            taken = t.gather(1, idx[..., None, None].expand(B, L, M, H, d))
+            return taken.reshape(B, L, M * H, d)
+
+        heads = (slice(None), slice(None), slice(0, M * H))
+        qr = take(q.unsqueeze(2).expand(B, T, M, H, K))
+        kr = take(k[heads].view(B, T, M, H, K))
+        vr = take(v[heads].view(B, T, M, H, V))
+        # padding steps must not touch the state: no decay, no write
+        pad_h = pad.repeat_interleave(H, dim=-1)
+        gr = take(g[heads].view(B, T, M, H, 1)).squeeze(-1).masked_fill(pad_h, 0.0)
+        br = take(beta[heads].view(B, T, M, H, 1)).squeeze(-1).masked_fill(pad_h, 0.0)
+        h0r = None if h0 is None else h0[:, : M * H]
+        o_r, ht = ops.chunk_gated_delta_rule(
+            qr, kr, vr, gr, br, initial_state=h0r, output_final_state=True, chunk_size=self.chunk_size
+        )
+        # weight each read-out by its router weight and add it back at its time step
+        w = routing.weights.gather(1, idx).masked_fill(pad, 0.0).to(o_r.dtype)  # [B, L, M]
+        contrib = (o_r.view(B, L, M, H, V) * w[..., None, None]).reshape(B, L * M, H, V)
+        where = idx.reshape(B, L * M)[..., None, None].expand(B, L * M, H, V)
+        o = torch.zeros(B, T, H, V, dtype=o_r.dtype, device=o_r.device).scatter_add(1, where, contrib)
+        if self.shared_memory:
+            shared = (slice(None), slice(None), slice(M * H, N * H))
+            o_s, ht_s = ops.chunk_gated_delta_rule(
+                q,
+                k[shared],
+                v[shared],
+                g[shared],
+                beta[shared],
+                initial_state=None if h0 is None else h0[:, M * H :],
+                output_final_state=True,
+                chunk_size=self.chunk_size,
+            )
+            o, ht = o + o_s, torch.cat([ht, ht_s], dim=1)
+        return o, ht
+
+    def forward(
+        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mix ``x: [B, T, D]``; return ``(y: [B, T, D], state)`` (pass ``state`` back to continue)."""
+        B, T = check_mixer_input(x, self.d_model)
+        if state is not None:
+            check_state(state, self.state_keys, B)
+        H = self.num_heads
+        routing = self.route(x)
+        q, k, v, conv_state = self.qkv(x, state)
+        g = mamba2_log_decay(self.a_proj(x), self.A_log, self.dt_bias)  # [B, T, N*H], memory-major
+        beta = torch.sigmoid(self.b_proj(x))
+        h0 = None if state is None else state["recurrent"]
+        if T == 1 or self.mode == "mask":
+            o, ht = self._run_masked(q, k, v, g, beta, routing, h0)
+        else:
+            o, ht = self._run_gathered(q, k, v, g, beta, routing, h0)
         o = self.o_norm(o, self.g_proj(x).view(B, T, H, self.head_v_dim))
         y = self.o_proj(o.reshape(B, T, self.value_dim))
 
