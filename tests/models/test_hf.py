@@ -116,13 +116,17 @@ def test_cache_batch_reordering():
         cache.crop(1)
 
 
-def test_labels_loss_and_hidden_states():
+def test_labels_loss_hidden_states_and_tuple_output():
     model = LinearLabForCausalLM(_tiny_config()).eval()
     ids = torch.randint(0, 40, (2, 7))
     out = model(ids, labels=ids, output_hidden_states=True)
     ref = torch.nn.functional.cross_entropy(out.logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
     torch.testing.assert_close(out.loss, ref)
     assert len(out.hidden_states) == 3
+    loss, logits, cache, hidden = model(ids, labels=ids, output_hidden_states=True, return_dict=False)
+    torch.testing.assert_close(loss, out.loss)
+    torch.testing.assert_close(logits, out.logits)
+    assert isinstance(cache, LinearLabCache) and len(hidden) == 3
 
 
 def test_forward_errors():
@@ -136,3 +140,12 @@ def test_forward_errors():
         model(ids, cache={})
     with pytest.raises(ValueError, match=r"labels: expected shape \(2, 4\) like input_ids, got \(2, 3\)"):
         model(ids, labels=ids[:, :3])
+
+
+def test_training_mode_gives_gradients_and_no_cache():
+    model = LinearLabForCausalLM(_tiny_config()).train()
+    ids = torch.randint(0, 40, (2, 6))
+    out = model(ids, labels=ids)
+    assert out.cache is None
+    out.loss.backward()
+    assert model.model.embed.weight.grad.abs().sum() > 0

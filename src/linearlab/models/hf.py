@@ -229,7 +229,7 @@ class LinearLabForCausalLM(PreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         past_key_values: LinearLabCache | None = None,
         **kwargs: Any,
-    ) -> CausalLMOutputWithPast:
+    ) -> CausalLMOutputWithPast | tuple:
         if inputs_embeds is not None or input_ids is None:
             raise ValueError("LinearLabForCausalLM: pass input_ids [B, T]; inputs_embeds is not supported")
         if cache is None:
@@ -266,7 +266,10 @@ class LinearLabForCausalLM(PreTrainedModel, GenerationMixin):
         else:
             cache = None
         hidden = tuple(out.hidden_states) if out.hidden_states is not None else None
-        return CausalLMOutputWithPast(loss=loss, logits=out.logits, cache=cache, hidden_states=hidden)
+        result = CausalLMOutputWithPast(loss=loss, logits=out.logits, cache=cache, hidden_states=hidden)
+        if return_dict is None:
+            return_dict = self.config.return_dict
+        return result if return_dict else result.to_tuple()
 
 
 AutoConfig.register(LinearLabConfig.model_type, LinearLabConfig, exist_ok=True)
