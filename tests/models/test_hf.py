@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from linearlab.layers import list_mixers
 from linearlab.models import MixerLM, ModelConfig
 from linearlab.models.hf import LinearLabCache, LinearLabConfig, LinearLabForCausalLM
 
@@ -58,6 +59,18 @@ def test_save_and_load_pretrained_round_trip(tmp_path, tie):
     got.update(loaded.state_dict())
     assert ref.keys() == got.keys()
     assert [k for k in ref if not torch.equal(ref[k], got[k])] == []
+
+
+@pytest.mark.parametrize("mixer", list_mixers())
+def test_hf_round_trip_and_generate_every_mixer(tmp_path, mixer):
+    model = LinearLabForCausalLM(_tiny_config(mixer=mixer, mixer_kwargs={})).eval()
+    prompt = torch.randint(0, 40, (2, 6))
+    ours = model.model.generate(prompt, max_new_tokens=5)
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(prompt).logits, model(prompt).logits, rtol=0, atol=0)
+    assert torch.equal(loaded.generate(prompt, max_new_tokens=5, do_sample=False), ours)
 
 
 @pytest.mark.parametrize("pattern", ["DD", "GA"])
