@@ -80,9 +80,11 @@ def _gate_grad(W: torch.Tensor, r: torch.Tensor, dlog: torch.Tensor, dend: torch
     Summing only the terms that contain t (instead of differentiating b and then cumsum-ing) avoids
     adding and subtracting O(1) values whose difference is tiny under strong gates.
     """
-    # P[i, t] = sum_{j < t} W_ij, then keep rows i >= t and sum over i
-    P = torch.nn.functional.pad(W.cumsum(-1)[..., :-1], (1, 0))
+    # P[i, t] = sum_{j < t} W_ij as one matmul with a strictly-upper ones matrix (faster than a
+    # cumsum along the last dim on CPU), then keep rows i >= t and sum over i
     C = W.shape[-1]
+    upper = torch.ones(C, C, dtype=W.dtype, device=W.device).triu_(1)
+    P = W @ upper
     keep = torch.ones(C, C, dtype=torch.bool, device=W.device).tril_()
     dg = P.masked_fill_(~keep, 0.0).sum(-2)
     dg += r.flip(-1).cumsum(-1).flip(-1)
@@ -135,6 +137,9 @@ class _ChunkScalarDecay(torch.autograd.Function):
         scale = ctx.scale
         if do is None:
             do = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
+        # e.g. the gradient of o.sum() is an expanded (stride-0) tensor: bmm would then loop over
+        # the batch with a copy per matrix, so pay for one dense copy instead
+        do = do.contiguous()
         qs = q * scale
         Sprev = S[:-1]
         C = q.shape[3]
@@ -184,8 +189,9 @@ def _to_chunks(x: torch.Tensor, C: int, sd: torch.dtype) -> torch.Tensor:
     B, Tp, H = x.shape[:3]
     x = x.reshape(B, Tp // C, C, H, *x.shape[3:])
     perm = (1, 0, 3, 2) + tuple(range(4, x.dim()))
-    # one pass: permute and dtype cast happen in the same copy
-    return x.permute(*perm).to(sd, memory_format=torch.contiguous_format)
+    # ``.to(memory_format=...)`` may return the strided view itself, so ask for contiguity explicitly:
+    # every batched matmul below then runs on dense matrices without hidden copies
+    return x.permute(*perm).to(sd).contiguous()
 
 
 def chunk_scalar_decay_fixed(
