@@ -162,3 +162,13 @@ def test_training_mode_gives_gradients_and_no_cache():
     assert out.cache is None
     out.loss.backward()
     assert model.model.embed.weight.grad.abs().sum() > 0
+
+
+def test_beam_search_with_recurrent_cache_equals_full_reruns():
+    # use_cache=False makes transformers re-run the whole prefix each step: the reference for
+    # LinearLabCache.reorder_cache, which beam search calls to follow the surviving beams
+    model = LinearLabForCausalLM(_tiny_config(block_pattern="GA")).double().eval()
+    prompt = torch.randint(1, 40, (2, 5))
+    cached = model.generate(prompt, max_new_tokens=6, do_sample=False, num_beams=3)
+    rerun = model.generate(prompt, max_new_tokens=6, do_sample=False, num_beams=3, use_cache=False)
+    assert torch.equal(cached, rerun)
