@@ -104,6 +104,32 @@ def test_full_forward_equals_prefill_then_steps(mixer):
     torch.testing.assert_close(_pieces_logits(model, ids, prefill=9), model(ids).logits, rtol=1e-9, atol=1e-9)
 
 
+def _state_numel(state) -> int:
+    """Scalars held in a (nested) state, skipping 0-dim bookkeeping such as positions."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() if state.dim() > 0 else 0
+    if isinstance(state, dict):
+        return sum(_state_numel(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_state_numel(v) for v in state)
+    return 0
+
+
+@pytest.mark.parametrize("mixer", ALL_MIXERS)
+def test_state_memory_matches_state_size_while_decoding(mixer):
+    model = _tiny(mixer).eval()
+    ids = torch.randint(0, 32, (1, 12))
+    out = model(ids[:, :8])
+    sizes = [(_state_numel(out.state), model.state_size(8))]
+    for t in range(8, 12):
+        out = model(ids[:, t : t + 1], state=out.state)
+        sizes.append((_state_numel(out.state), model.state_size(t + 1)))
+    assert [held for held, _ in sizes] == [declared for _, declared in sizes]
+    # constant-memory decoding for every mixer whose declared state does not grow
+    if model.state_size(8) == model.state_size(12):
+        assert len({held for held, _ in sizes}) == 1
+
+
 def test_hybrid_prefill_then_steps():
     cfg = ModelConfig(
         vocab_size=32, d_model=16, n_layers=3, block_pattern="GDA", pattern_kwargs={"A": {"num_heads": 2}}
