@@ -226,12 +226,15 @@ class MixLinear(Forecaster):
         self.smooth = nn.Conv1d(1, 1, period + 1, padding=period // 2, bias=False)
         self.w1 = nn.Parameter(torch.empty(self.s_y, self.s_x))
         self.w2 = nn.Parameter(torch.empty(self.s_y, self.s_x))
-        self.v = nn.Parameter(torch.empty(rank, lpf, dtype=torch.cfloat))
-        self.u = nn.Parameter(torch.empty(self.n_out, rank, dtype=torch.cfloat))
+        # Complex weights in the precision of the default dtype (``.double()`` would drop their
+        # imaginary part, so build float64 models under ``torch.set_default_dtype(torch.float64)``).
+        cdtype = torch.promote_types(torch.get_default_dtype(), torch.complex64)
+        self.v = nn.Parameter(torch.empty(rank, lpf, dtype=cdtype))
+        self.u = nn.Parameter(torch.empty(self.n_out, rank, dtype=cdtype))
         with torch.no_grad():
             for weight in (self.w1, self.w2, self.v, self.u):
                 bound = 1.0 / math.sqrt(weight.shape[1])
-                weight.copy_(torch.empty(weight.shape).uniform_(-bound, bound))
+                weight.copy_(torch.empty(weight.shape, dtype=torch.float64).uniform_(-bound, bound))
 
     def _unsegment(self, seg: torch.Tensor) -> torch.Tensor:
         """``[N, w, k]`` (phase x segment) -> ``[N, H]`` in time order, truncated to H."""
@@ -364,7 +367,7 @@ class FourierForecaster(Forecaster):
         self._check_input(x)
         u, mean, std = self._normalise(x)
         log_probs = self._log_probs(u)
-        centres = self.head.bin_centres * self.value_range  # [m]
+        centres = self.head.bin_centres(u.dtype, u.device) * self.value_range  # [m]
         values = centres * std + mean  # [N, m]
         batch = x.shape[0]
         log_probs = log_probs.reshape(batch, self.n_channels, self.horizon, -1).transpose(1, 2)

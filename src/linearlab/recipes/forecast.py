@@ -169,7 +169,7 @@ def train_forecaster(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total, steps = total + float(loss), steps + 1
+            total, steps = total + float(loss.detach()), steps + 1
         model.eval()
         val = evaluate(model, data.val)["mse"]
         epochs_run = epoch + 1

@@ -80,11 +80,14 @@ class FourierHead(nn.Module):
         with torch.no_grad():
             self.fc.weight.div_(init_denominator_weight)
             self.fc.bias.div_(init_denominator_bias)
-        centres = -1.0 + (2.0 * torch.arange(num_bins, dtype=torch.float64) + 1.0) / num_bins
-        self.register_buffer("bin_centres", centres.float(), persistent=False)
-        k = torch.arange(num_frequencies + 1, dtype=torch.float64)
-        self.register_buffer("reg_weights", (2 * math.pi**2 * k**2).float(), persistent=False)
         self.regularization_loss: torch.Tensor = torch.zeros(())
+
+    def bin_centres(
+        self, dtype: torch.dtype = torch.float32, device: torch.device | None = None
+    ) -> torch.Tensor:
+        """Centres ``[num_bins]`` of the equal-width bins of ``[-1, 1]``: ``-1 + (2j + 1) / m``."""
+        j = torch.arange(self.num_bins, dtype=dtype, device=device)
+        return -1.0 + (2.0 * j + 1.0) / self.num_bins
 
     def coefficients(self, h: torch.Tensor) -> torch.Tensor:
         """Autocorrelation ``c: [..., N+1]`` (complex, ``c_0`` real and > 0) of the predicted ``a``."""
@@ -93,7 +96,7 @@ class FourierHead(nn.Module):
                 f"h: expected last dimension in_features={self.in_features}, got shape {tuple(h.shape)}"
             )
         n1 = self.num_frequencies + 1
-        out = self.fc(h).float()
+        out = self.fc(h)
         a = torch.complex(out[..., :n1], out[..., n1:])
         # Linear autocorrelation via FFT: zero-padding to 2(N+1) >= 2N+1 makes the circular
         # correlation equal the linear one for lags 0..N.
@@ -110,20 +113,24 @@ class FourierHead(nn.Module):
         """Density ``p(z)`` for ``h: [..., D]`` at points ``z: [Z]`` of ``[-1, 1]`` -> ``[..., Z]``."""
         if z.ndim != 1:
             raise ValueError(f"z: expected a 1-D tensor of points, got shape {tuple(z.shape)}")
-        return self._density(self.coefficients(h), z.to(torch.float32))
+        c = self.coefficients(h)
+        return self._density(c, z.to(c.real.dtype))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """``h: [..., D]`` -> log-probabilities ``[..., num_bins]``; sets :attr:`regularization_loss`."""
         c = self.coefficients(h)
-        density = self._density(c, self.bin_centres).clamp_min(0.0)  # rounding can dip below 0
+        density = self._density(c, self.bin_centres(c.real.dtype, c.device)).clamp_min(
+            0.0
+        )  # rounding can dip below 0
         probs = density / density.sum(dim=-1, keepdim=True)
         logits = torch.log(probs + self.eps)
         if self.regularization_gamma > 0:
-            penalty = (c.abs().square() * self.reg_weights).sum(dim=-1)
+            k = torch.arange(self.num_frequencies + 1, dtype=c.real.dtype, device=c.device)
+            penalty = ((c.real.square() + c.imag.square()) * (2 * math.pi**2 * k**2)).sum(dim=-1)
             self.regularization_loss = self.regularization_gamma * 2 * penalty.mean()
         else:
             self.regularization_loss = torch.zeros((), device=h.device)
-        return torch.log_softmax(logits, dim=-1).to(h.dtype)
+        return torch.log_softmax(logits, dim=-1)
 
     def extra_repr(self) -> str:
         return (
