@@ -1,14 +1,18 @@
 """Chunked (WY / UT transform) gated delta rule: the training path, shared with the delta rule.
 
-See ``README.md`` for the derivation. Layout inside: every per-token tensor is reshaped to
-``[NC, B*H, C, D]`` (NC chunks of C tokens), so all intra-chunk work (Gram matrices, the unit
-lower-triangular solve, decays) is one batched op over all chunks, and the sequential scan over
-chunks reads contiguous ``[B*H, C, D]`` slices and does two small matmuls per chunk.
+See ``README.md`` for the equations. Every per-token tensor is reshaped to ``[NC, B*H, C, D]``
+(NC chunks of C tokens), so all intra-chunk work (Gram matrices, decays, the unit lower-triangular
+solve) is one batched op over all chunks, and the sequential scan over chunks does two small
+matmuls per chunk on contiguous slices. Forward and backward are written by hand in a
+``torch.autograd.Function``: autograd through a Python scan of thousands of chunks is slow and
+keeps every intermediate alive, while the hand-written backward saves only the chunked inputs,
+the per-chunk states and the WY factors, and runs a mirror-image scan.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from linearlab.ops.gated_delta_rule._common import check_chunk_size, validate_and_run
 from linearlab.ops.utils import pad_time, state_dtype
@@ -22,6 +26,189 @@ def _to_chunks(x: torch.Tensor, C: int, dt: torch.dtype) -> torch.Tensor:
     return x.reshape(B, NC, C, H, D).permute(1, 0, 3, 2, 4).reshape(NC, B * H, C, D)
 
 
+def _from_chunks(x: torch.Tensor, B: int, H: int, T: int) -> torch.Tensor:
+    """``[NC, B*H, C, D] -> [B, T, H, D]`` (drops the padding)."""
+    NC, _, C, D = x.shape
+    return x.reshape(NC, B, H, C, D).permute(1, 0, 3, 2, 4).reshape(B, NC * C, H, D)[:, :T]
+
+
+def _decays(
+    b: torch.Tensor | None, C: int, dt: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Decay factors from chunk-local cumulative log gates ``b: [NC, BH, C]``.
+
+    Returns ``(D, head, tail, whole)``: ``D [NC, BH, C, C]`` with ``D_ij = exp(b_i - b_j)`` for
+    ``j <= i`` and 0 above the diagonal (just the causal mask when ``b`` is None); ``head = exp(b)``
+    (decay since the chunk start), ``tail = exp(b_last - b)`` (decay to the chunk end), both
+    ``[NC, BH, C, 1]``, and ``whole = exp(b_last)`` ``[NC, BH, 1, 1]``; these three are None
+    when ungated.
+    """
+    causal = torch.ones(C, C, dtype=torch.bool, device=device).tril()
+    if b is None:
+        return causal.to(dt), None, None, None
+    # Mask BEFORE exp: the upper triangle holds positive differences that could overflow.
+    D = (b.unsqueeze(-1) - b.unsqueeze(-2)).masked_fill_(~causal, float("-inf")).exp_()
+    b_last = b[..., -1:]
+    return D, b.exp().unsqueeze(-1), (b_last - b).exp().unsqueeze(-1), b_last.exp().unsqueeze(-1)
+
+
+class _ChunkGatedDeltaRule(torch.autograd.Function):
+    """Chunked gated delta rule with a hand-written backward (``b = None`` means ungated).
+
+    Memory matters at long T (the op must fit T = 65536 in a few GiB), so large temporaries are
+    updated in place and dropped as soon as they are used. Saved for backward: the chunked
+    inputs, the state entering each chunk, the WY factors ``[W, U]`` and the pseudo-values.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, beta, h0, scale: float, C: int):
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        dt = state_dtype(q)
+        # Zero padding is harmless: padded tokens have beta = 0 and k = 0 (no write), g = 0 (no decay).
+        qc = _to_chunks(q, C, dt) * scale
+        kc = _to_chunks(k, C, dt)
+        vc = _to_chunks(v, C, dt)
+        bc = _to_chunks(beta.unsqueeze(-1), C, dt)  # [NC, BH, C, 1]
+        b = None if g is None else _to_chunks(g.unsqueeze(-1), C, dt).squeeze(-1).cumsum(-1)
+        D, head, tail, whole = _decays(b, C, dt, kc.device)
+        NC = qc.shape[0]
+
+        # UT transform: A = I + tril(diag(beta) (K K^T * D), -1) and
+        # [W, U] = A^-1 [diag(beta * head) K, diag(beta) V]. solve_triangular(unitriangular=True)
+        # never reads the diagonal, so the strict lower part of A is all it needs.
+        lower = (kc @ kc.mT).mul_(D).mul_(bc).tril_(-1)
+        rhs = torch.cat([kc * (bc if head is None else bc * head), vc * bc], -1)
+        wu = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)
+        del lower, rhs
+        w, u = wu[..., :K], wu[..., K:]
+
+        S = (
+            torch.zeros(B * H, K, V, dtype=dt, device=q.device)
+            if h0 is None
+            else h0.to(dt).reshape(B * H, K, V)
+        )
+        states = torch.empty((NC, B * H, K, V), dtype=dt, device=q.device)  # state entering each chunk
+        vn = torch.empty_like(u)  # pseudo-values U - W S
+        k_sT = (kc if tail is None else kc * tail).mT
+        for c in range(NC):
+            states[c] = S
+            torch.baddbmm(u[c], w[c], S, alpha=-1.0, out=vn[c])
+            S = torch.baddbmm(S if whole is None else S * whole[c], k_sT[c], vn[c])
+        del k_sT
+
+        o = (qc if head is None else qc * head) @ states
+        o.add_((qc @ kc.mT).mul_(D) @ vn)
+        ctx.save_for_backward(qc, kc, vc, bc, b, states, wu, vn, h0)
+        ctx.meta = (B, T, H, C, scale, q.dtype, k.dtype, v.dtype, beta.dtype, None if g is None else g.dtype)
+        return _from_chunks(o, B, H, T).to(q.dtype), S.reshape(B, H, K, V)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, do, dht):
+        qc, kc, vc, bc, b, states, wu, vn, h0 = ctx.saved_tensors
+        B, T, H, C, scale, q_dt, k_dt, v_dt, beta_dt, g_dt = ctx.meta
+        NC, BH, _, K = kc.shape
+        V = vc.shape[-1]
+        dt = kc.dtype
+        D, head, tail, whole = _decays(b, C, dt, kc.device)
+        gated = b is not None
+        doc = _to_chunks(do, C, dt)
+
+        # o = (head Q) S_c + P Vn  with  P = (Q K^T) * D.
+        qk = qc @ kc.mT
+        dP = doc @ vn.mT
+        M = dP * qk if gated else None  # grad of D through P (times D later)
+        dvn = qk.mul_(D).mT @ doc
+        del qk
+        dQK = dP.mul_(D)
+        dq = dQK @ kc
+        dk = dQK.mT @ qc
+        del dQK, dP
+        dq_s = doc @ states.mT  # grad of head * Q
+        dstates = (qc if head is None else qc * head).mT @ doc  # grad of each entering state via o
+        del doc
+        if gated:
+            d_head = (dq_s * qc).sum(-1)
+            dq.add_(dq_s.mul_(head))
+        else:
+            dq.add_(dq_s)
+        del dq_s
+
+        # Mirror scan: S_{c+1} = whole_c S_c + K_s^T Vn_c,  Vn_c = U_c - W_c S_c.
+        dS = (
+            torch.zeros(BH, K, V, dtype=dt, device=kc.device) if dht is None else dht.to(dt).reshape(BH, K, V)
+        )
+        dS_next = torch.empty_like(states)  # grad of the state leaving each chunk
+        k_s = kc if tail is None else kc * tail
+        wT = wu[..., :K].mT
+        for c in range(NC - 1, -1, -1):
+            dS_next[c] = dS
+            dvn[c].baddbmm_(k_s[c], dS)  # now the total grad of Vn_c
+            dS_prev = dstates[c] + (dS if whole is None else dS * whole[c])
+            dS = torch.baddbmm(dS_prev, wT[c], dvn[c], alpha=-1.0)
+        del k_s, dstates
+        dh0 = None if h0 is None else dS.reshape(B, H, K, V).to(h0.dtype)
+        dk_s = vn @ dS_next.mT
+        if gated:
+            d_tail = (dk_s * kc).sum(-1)
+            d_whole = (states * dS_next).sum((-2, -1))
+            dk.add_(dk_s.mul_(tail))
+        else:
+            dk.add_(dk_s)
+        del dk_s, dS_next
+        dwu = torch.cat([(dvn @ states.mT).neg_(), dvn], -1)  # grad of [W, U]
+        del dvn
+
+        # UT backward: X = A^-1 R  =>  dR = A^-T dX,  dA = -dR X^T (strict lower part).
+        E = (kc @ kc.mT).mul_(D)
+        lower = (E * bc).tril_(-1)
+        dR = torch.linalg.solve_triangular(lower.mT, dwu, upper=True, unitriangular=True)
+        del lower, dwu
+        dE = (dR @ wu.mT).tril_(-1).neg_()  # dA, then scaled by beta below
+        dbeta = (dE * E).sum(-1)
+        dE.mul_(bc)
+        if gated:
+            M.mul_(D).add_(dE * E)
+            dE.mul_(D)
+        del E
+        dk.add_((dE + dE.mT) @ kc)
+        del dE
+        dR_k, dR_v = dR[..., :K], dR[..., K:]
+        s_k = (dR_k * kc).sum(-1)
+        dv = dR_v * bc
+        dbeta.add_((dR_v * vc).sum(-1))
+        if gated:
+            dk.add_(dR_k * (bc * head))
+            h = head.squeeze(-1)
+            dbeta.add_(h * s_k)
+            d_head.add_(bc.squeeze(-1) * s_k)
+        else:
+            dk.add_(dR_k * bc)
+            dbeta.add_(s_k)
+        del dR
+
+        dg = None
+        if gated:
+            # Chain rule through every exp(.) of the chunk-local cumulative gate b, then the cumsum.
+            tl = tail.squeeze(-1)
+            db = M.sum(-1) - M.sum(-2) + d_head * h - d_tail * tl
+            db[..., -1] += (d_tail * tl).sum(-1) + d_whole * whole.reshape(NC, BH)
+            dg = db.flip(-1).cumsum(-1).flip(-1)  # b = cumsum(g) within each chunk
+            dg = _from_chunks(dg.unsqueeze(-1), B, H, T).squeeze(-1).to(g_dt)
+
+        return (
+            _from_chunks(dq.mul_(scale), B, H, T).to(q_dt),
+            _from_chunks(dk, B, H, T).to(k_dt),
+            _from_chunks(dv, B, H, T).to(v_dt),
+            dg,
+            _from_chunks(dbeta.unsqueeze(-1), B, H, T).squeeze(-1).to(beta_dt),
+            dh0,
+            None,
+            None,
+        )
+
+
 def chunk_core(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -33,61 +220,9 @@ def chunk_core(
     scale: float,
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Unchecked chunked forward (autograd flows through it); ``g=None`` is the delta rule."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    C = chunk_size
-    dt = state_dtype(q)
-    # Zero padding is harmless: padded tokens have beta = 0 and k = 0 (no write) and g = 0 (no decay).
-    qc = _to_chunks(q, C, dt) * scale
-    kc = _to_chunks(k, C, dt)
-    vc = _to_chunks(v, C, dt)
-    bc = _to_chunks(beta.unsqueeze(-1), C, dt)  # [NC, BH, C, 1]
-    NC = qc.shape[0]
-
-    kt = kc.transpose(-1, -2)
-    kk = kc @ kt  # [NC, BH, C, C]
-    qk = qc @ kt
-    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    if g is None:
-        k_w, q_s, k_s, chunk_decay = kc, qc, kc, None
-        qk = qk.masked_fill(~causal, 0.0)
-    else:
-        b = _to_chunks(g.unsqueeze(-1), C, dt).squeeze(-1).cumsum(-1)  # [NC, BH, C] chunk-local
-        # exp(b_i - b_j) for j <= i; the mask goes on BEFORE exp so the (positive) upper
-        # triangle can never overflow.
-        diff = (b.unsqueeze(-1) - b.unsqueeze(-2)).masked_fill(~causal, float("-inf"))
-        decay = diff.exp()
-        kk = kk * decay
-        qk = qk * decay
-        b_last = b[..., -1:]
-        q_s = qc * b.exp().unsqueeze(-1)  # decay from the chunk start
-        k_w = kc * b.exp().unsqueeze(-1)
-        k_s = kc * (b_last - b).exp().unsqueeze(-1)  # decay to the chunk end
-        chunk_decay = b_last.exp().unsqueeze(-1)  # [NC, BH, 1, 1]
-
-    # UT transform: T = (I + tril(diag(beta) K K^T, -1))^-1 diag(beta); W = T K_w, U = T V.
-    # solve_triangular(unitriangular=True) ignores the diagonal, so the strict lower part suffices.
-    lower = (bc * kk).tril(-1)
-    rhs = torch.cat([bc * k_w, bc * vc], dim=-1)
-    wu = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)
-    w, u = wu[..., :K], wu[..., K:]
-
-    if initial_state is None:
-        S = torch.zeros(B * H, K, V, dtype=dt, device=q.device)
-    else:
-        S = initial_state.to(dt).reshape(B * H, K, V)
-    k_st = k_s.transpose(-1, -2)
-    states, new_v = [], []
-    for c in range(NC):
-        states.append(S)
-        vn = torch.baddbmm(u[c], w[c], S, alpha=-1.0)  # pseudo-values U - W S
-        new_v.append(vn)
-        S_dec = S if chunk_decay is None else S * chunk_decay[c]
-        S = torch.baddbmm(S_dec, k_st[c], vn)
-    o = q_s @ torch.stack(states) + qk @ torch.stack(new_v)  # [NC, BH, C, V]
-    o = o.reshape(NC, B, H, C, V).permute(1, 0, 3, 2, 4).reshape(B, NC * C, H, V)[:, :T]
-    return o.to(q.dtype), (S.reshape(B, H, K, V) if output_final_state else None)
+    """Unchecked chunked form for one fixed-length batch; ``g=None`` is the delta rule."""
+    o, ht = _ChunkGatedDeltaRule.apply(q, k, v, g, beta, initial_state, scale, chunk_size)
+    return o, (ht if output_final_state else None)
 
 
 def chunk_gated_delta_rule(
