@@ -38,8 +38,11 @@ def test_smoke_run_writes_the_summary_schema(tmp_path, capsys):
     assert nlinear["legacy"]["windows"] == nlinear["all_windows"]["windows"] // 32 * 32
     assert 1 <= nlinear["epochs"] <= 2  # --smoke caps training at 2 epochs
     assert (tmp_path / "forecast_H24_L48.png").stat().st_size > 1000
-    epochs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert {r["model"] for r in epochs} == set(DEFAULT_MODELS) - {"repeat"}
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {r["model"] for r in records if "epoch" in r} == set(DEFAULT_MODELS) - {"repeat"}
+    assert {r["model"]: r["result"] for r in records if "result" in r} == {
+        m: summary[m]["24"] for m in DEFAULT_MODELS
+    }
 
     rebuilt = get_recipe("forecast").report(RunDir(tmp_path))
     assert rebuilt.splitlines()[1:] == (tmp_path / "table.txt").read_text().splitlines()[1:]

@@ -338,6 +338,7 @@ def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
                 "all_windows": every,
                 **fit,
             }
+            run_dir.log_metrics({"model": name, "horizon": horizon, "result": summary[name][str(horizon)]})
             trained[name] = model
         for L in sorted({m.lookback for m in trained.values()}):
             subset = {n: m for n, m in trained.items() if m.lookback == L}
