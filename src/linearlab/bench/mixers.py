@@ -12,7 +12,9 @@ Two measurements, one layer each, at ``d_model = 256``, batch 1, default mixer k
    for the softmax KV cache.
 
 Results go to stdout as two tables and to a JSON file (default ``bench_results/mixers.json``,
-written atomically). Times on a shared machine are noisy: compare ratios from one run.
+written atomically). Times on a shared machine are noisy: compare ratios from one run, and use
+``--threads 1`` when other processes keep the cores busy (a multi-threaded tiny op then waits for
+a descheduled worker thread, which can make a 0.5 ms decode step take 100+ ms).
 """
 
 from __future__ import annotations
@@ -43,13 +45,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mixers", default=None, help="comma-separated mixer names (default: all registered)")
     p.add_argument("--steps", type=int, default=16, help="timed decode steps per context (default 16)")
     p.add_argument("--prefill-chunk", type=int, default=2048, help="prefill piece length (default 2048)")
+    p.add_argument("--train-len", type=int, default=None, help="override the training sequence length")
+    p.add_argument("--contexts", default=None, help="override the decode contexts, e.g. 1024,4096")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's default); on a busy machine 1 avoids waits on "
+        "descheduled worker threads that inflate small decode steps 100x",
+    )
     return p
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
-        return {"train_T": 512, "contexts": [1024, 2048], "repeats": 1}
-    return {"train_T": 2048, "contexts": [1024, 8192, 32768], "repeats": 3}
+        settings = {"train_T": 512, "contexts": [1024, 2048], "repeats": 1}
+    else:
+        settings = {"train_T": 2048, "contexts": [1024, 8192, 32768], "repeats": 3}
+    if args.train_len is not None:
+        if args.train_len < 1:
+            raise ValueError(f"--train-len: expected >= 1, got {args.train_len}")
+        settings["train_T"] = args.train_len
+    if args.contexts is not None:
+        try:
+            contexts = [int(c) for c in args.contexts.split(",") if c.strip()]
+        except ValueError:
+            contexts = []
+        if not contexts or min(contexts) < 1:
+            raise ValueError(f"--contexts: expected comma-separated positive ints, got {args.contexts!r}")
+        settings["contexts"] = contexts
+    return settings
 
 
 def _select_mixers(spec: str | None) -> list[str]:
@@ -166,9 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--prefill-chunk: expected >= 1, got {args.prefill_chunk}")
     try:
         names = _select_mixers(args.mixers)
+        settings = _settings(args)
     except ValueError as err:
         raise SystemExit(str(err)) from None
-    settings = _settings(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads: expected >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     print(
         f"linearlab bench mixers | torch {torch.__version__} | threads {torch.get_num_threads()} | "
