@@ -59,7 +59,8 @@ class _Intra:
     ``q_i * exp(l_i - l_r)`` and keys ``k_j * exp(l_r - l_j)``. For keys in earlier sub-chunks both
     exponents are <= 0. Keys in sub-chunk ``a`` itself (the diagonal block) are included in that
     matmul only when the span is safe (``exact=False``); otherwise they are dropped there and the
-    diagonal block is computed from masked pairwise differences.
+    diagonal block is computed exactly: its strictly-causal pairs ``i > j`` (gathered, so every
+    exponent ``l_i - l_j`` is <= 0 and nothing needs masking) plus ``q_i . k_i`` on the diagonal.
     """
 
     def __init__(self, qs: torch.Tensor, k: torch.Tensor, ell: torch.Tensor, sub: int, exact: bool):
@@ -82,32 +83,42 @@ class _Intra:
         self.Q = self.qs_b * self.q_fac  # [.., m, s, K]
         self.Kx = k[..., None, :, :] * self.k_fac  # [.., m, C, K]
         if exact:
-            tri = torch.ones(sub, sub, dtype=torch.bool, device=ell.device).tril()
-            d = ell_b[..., :, None, :] - ell_b[..., None, :, :]  # [.., m, s(i), s(j), K]
-            self.E = _exp(d.masked_fill(~tri[..., None], float("-inf")), dt)
+            ii, jj = torch.tril_indices(sub, sub, offset=-1, device=ell.device)  # P pairs i > j
+            self.flat = ii * sub + jj
+            # one-hot [s, P] matrices scatter pair terms back to rows i / columns j by matmul
+            self.to_i = torch.nn.functional.one_hot(ii, sub).to(dt).T
+            self.to_j = torch.nn.functional.one_hot(jj, sub).to(dt).T
             self.k_b = k.unflatten(-2, (m, sub))
+            self.q_i, self.k_j = self.qs_b[..., ii, :], self.k_b[..., jj, :]  # [.., m, P, K]
+            self.E = _exp(ell_b[..., ii, :] - ell_b[..., jj, :], dt)  # exponents <= 0
 
     def scores(self) -> torch.Tensor:
         C = self.m * self.sub
         A = (self.Q @ self.Kx.transpose(-1, -2)).flatten(-3, -2)  # [.., n, C, C]
         if self.exact:
-            diag = (self.qs_b[..., :, None, :] * self.k_b[..., None, :, :] * self.E).sum(-1)
-            blocks = A.unflatten(-1, (self.m, self.sub)).unflatten(-3, (self.m, self.sub))
+            s = self.sub
+            pairs = (self.q_i * self.k_j * self.E).sum(-1)  # [.., m, P]
+            diag = pairs.new_zeros(*pairs.shape[:-1], s * s)
+            diag.index_copy_(-1, self.flat, pairs)
+            diag = diag.unflatten(-1, (s, s))
+            diag.diagonal(dim1=-2, dim2=-1).copy_((self.qs_b * self.k_b).sum(-1))  # exp(0) = 1
+            blocks = A.unflatten(-1, (self.m, s)).unflatten(-3, (self.m, s))
             blocks.diagonal(dim1=-4, dim2=-2).add_(diag.movedim(-3, -1))
         causal = torch.ones(C, C, dtype=torch.bool, device=A.device).tril()
         return A.masked_fill_(~causal, 0.0)
 
     def backward(self, dA: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``dA: [.., n, C, C]`` (causally masked) -> ``(dqs, dk)``, both ``[.., n, C, K]``."""
+        """``dA: [.., n, C, C]``, strictly causal (the caller handles the diagonal ``i == j``,
+        which does not involve the gates) -> ``(dqs, dk)``, both ``[.., n, C, K]``."""
         dA4 = dA.unflatten(-2, (self.m, self.sub))  # [.., m, s, C]
         dqs_b = (dA4 @ self.Kx) * self.q_fac
         dk = ((dA4.transpose(-1, -2) @ self.Q) * self.k_fac).sum(-3)
         if self.exact:
             blocks = dA.unflatten(-1, (self.m, self.sub)).unflatten(-3, (self.m, self.sub))
-            dA_d = blocks.diagonal(dim1=-4, dim2=-2).movedim(-1, -3)  # [.., m, s, s]
-            P = dA_d[..., None] * self.E
-            dqs_b = dqs_b + (P * self.k_b[..., None, :, :]).sum(-2)
-            dk = dk + (P * self.qs_b[..., :, None, :]).sum(-3).flatten(-3, -2)
+            dA_d = blocks.diagonal(dim1=-4, dim2=-2).movedim(-1, -3).flatten(-2)  # [.., m, s*s]
+            P = dA_d.index_select(-1, self.flat)[..., None] * self.E  # [.., m, P, K]
+            dqs_b = dqs_b + self.to_i @ (P * self.k_j)
+            dk = dk + (self.to_j @ (P * self.q_i)).flatten(-3, -2)
         return dqs_b.flatten(-3, -2), dk
 
 
@@ -126,9 +137,20 @@ def _intra_plan(ell: torch.Tensor, sub: int) -> tuple[int, bool]:
     return sub, bool((ell_b[..., 0, :] - ell_b[..., -1, :]).max() > _SAFE_SPAN)
 
 
+# Below these exponents exp() is subnormal or 0, and CPU exp() takes a slow path (up to 10x).
+_EXP_FLOOR = {torch.float32: -87.0, torch.float64: -700.0}
+
+
 def _exp(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``exp`` of a log-decay difference formed in float64, evaluated in the compute dtype."""
-    return torch.exp(x.to(dtype))
+    """``exp`` of a log-decay difference formed in float64, evaluated in the compute dtype.
+
+    Exponents under ``_EXP_FLOOR`` give exactly 0 (flushing subnormals) without the slow path.
+    """
+    x = x.to(dtype)
+    floor = _EXP_FLOOR[dtype]
+    if not bool(x.min() < floor):
+        return torch.exp(x)
+    return torch.exp(x.clamp(min=floor)).masked_fill_(x < floor, 0.0)
 
 
 def _cumsum(g: torch.Tensor, reverse: bool = False, exclusive: bool = False) -> torch.Tensor:
