@@ -193,14 +193,18 @@ class LinearLabForCausalLM(PreTrainedModel, GenerationMixin):
         # transformers builds the model on the meta device and fills it from the checkpoint;
         # buffers that are not saved (RoPE frequencies, fixed decay rates) would stay garbage.
         # They are pure functions of the config, so rebuild them from a fresh CPU model.
-        fresh = dict(MixerLM(self.config.to_model_config()).named_modules())
+        with torch.random.fork_rng(devices=[]):  # do not disturb the caller's random stream
+            fresh = dict(MixerLM(self.config.to_model_config()).named_modules())
         for name, module in self.model.named_modules():
             for buf in getattr(module, "_non_persistent_buffers_set", ()):
                 current = getattr(module, buf)
                 if current is None:
                     continue
                 source = getattr(fresh[name], buf)
-                setattr(module, buf, source.to(device=current.device if not current.is_meta else "cpu"))
+                device = "cpu" if current.is_meta else current.device
+                # keep the dtype transformers chose (e.g. from_pretrained(dtype=torch.float64))
+                dtype = current.dtype if source.is_floating_point() else source.dtype
+                setattr(module, buf, source.to(device=device, dtype=dtype))
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
