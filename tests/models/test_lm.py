@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from linearlab.config import apply_overrides, from_dict, to_dict
 from linearlab.layers import registry
 from linearlab.layers.norms import RepBN
 from linearlab.models import LMOutput, MixerLM, ModelConfig
@@ -196,6 +199,20 @@ def test_model_revalidates_config_changed_after_construction():
         MixerLM(cfg)
     with pytest.raises(ValueError, match=r"MixerLM: config must be a ModelConfig, got dict"):
         MixerLM({"d_model": 16})
+
+
+def test_config_dict_round_trip_and_overrides():
+    cfg = ModelConfig(n_layers=3, block_pattern="GDA", pattern_kwargs={"A": {"num_heads": 2}}, norm="repbn")
+    assert from_dict(ModelConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg
+    changed = apply_overrides(
+        cfg, ["block_pattern=NNA", "mlp_ratio=2.5", 'pattern_kwargs={"N": {"num_heads": 2}}']
+    )
+    assert changed.layer_mixers() == [
+        ("gated_deltanet", {"num_heads": 2}),
+        ("gated_deltanet", {"num_heads": 2}),
+        ("softmax", {}),
+    ]
+    assert changed.mlp_ratio == 2.5 and cfg.block_pattern == "GDA"
 
 
 def test_custom_pattern_letter_maps_to_any_mixer(test_mixer):
