@@ -173,6 +173,9 @@ def test_varlen_equals_separate_sequences(fn, normalize):
 )
 def test_hypothesis_shapes(B, T, H, K, V, C, normalize):
     torch.manual_seed(T * 7 + K)
+    if normalize and K == 1:
+        # with one key channel q cancels out of q S / (q z + eps): dq is O(eps) and pure rounding
+        K = 2
     inp = make_inputs(B, T, H, K, V, normalize)
     ref = run(naive_recurrent_linear_attn, inp)
     compare(run(lambda **kw: chunk_linear_attn(**kw, chunk_size=C), inp), ref, 1e-10, "chunk")

@@ -349,3 +349,14 @@ def test_retention_error_names_argument():
         chunk_retention(q, k, v[:, :2])
     with pytest.raises(ValueError, match=r"initial_state: expected shape"):
         fused_recurrent_retention(q, k, v, initial_state=torch.zeros(1, 2, 4, 4))
+
+
+def test_segmented_long_path_matches_naive(monkeypatch):
+    """Long inputs run as a chain of segments passing the state; shrink the segment to test it."""
+    from linearlab.ops.simple_gla import chunk as chunk_mod
+
+    monkeypatch.setattr(chunk_mod, "SEGMENT_TOKENS", 24)
+    inp = make_inputs(2, 101, 2, 4, 3)
+    ref = run(naive_recurrent_simple_gla, inp)
+    for C in (8, 16, 64):
+        compare(run(lambda C=C, **kw: chunk_simple_gla(**kw, chunk_size=C), inp), ref, 1e-10, f"C={C}")

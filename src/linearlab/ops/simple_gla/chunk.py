@@ -17,10 +17,11 @@ import torch
 from linearlab.ops.simple_gla._common import (
     check_chunk_size,
     retention_decay,
+    run_packed,
     total_gate,
     validate,
 )
-from linearlab.ops.utils import check_qkv, pad_time, run_varlen, state_dtype
+from linearlab.ops.utils import check_qkv, pad_time, state_dtype
 
 
 def _state_scan(a: torch.Tensor | None, U: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
@@ -194,6 +195,22 @@ def _to_chunks(x: torch.Tensor, C: int, sd: torch.dtype) -> torch.Tensor:
     return x.permute(*perm).to(sd).contiguous()
 
 
+#: tokens per segment: long sequences run as a chain of segments that pass the state on, so each
+#: segment's working set stays cache-sized and the cost per token does not grow with T
+SEGMENT_TOKENS = 2048
+
+
+def _chunk_segment(q, k, v, g, scale, h0, C):
+    """One ``_ChunkScalarDecay`` call on ``[B, T, H, *]`` inputs; returns ``(o [B, T, H, V], ht)``."""
+    B, T, H, _ = q.shape
+    sd = state_dtype(q)
+    qc, kc, vc = (_to_chunks(x, C, sd) for x in (q, k, v))
+    # padded steps get g = 0, so the chunk-end decay equals the last real token's
+    gc = None if g is None else _to_chunks(g, C, sd)
+    o, ht = _ChunkScalarDecay.apply(qc, kc, vc, gc, h0, scale)
+    return o.permute(1, 0, 3, 2, 4).reshape(B, -1, H, v.shape[-1])[:, :T], ht
+
+
 def chunk_scalar_decay_fixed(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -207,20 +224,23 @@ def chunk_scalar_decay_fixed(
     """Chunked form on one fixed-length batch. ``g: [B, T, H]`` total log gate (state dtype) or None.
 
     Returns ``o: [B, T, H, V]`` in the *state* dtype (callers cast) and the final state or None.
+    Sequences longer than ``SEGMENT_TOKENS`` are cut into segments (multiples of the chunk size)
+    chained through the state; autograd carries the state gradient back along the chain.
     """
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    sd = state_dtype(q)
+    T = q.shape[1]
     C = min(chunk_size, T)
-    qc, kc, vc = (_to_chunks(x, C, sd) for x in (q, k, v))
-    b = None
-    if g is not None:
-        # padded steps get g = 0, so the chunk-end decay equals the last real token's
-        b = _to_chunks(g, C, sd)
-    h0 = None if initial_state is None else initial_state.to(sd)
-    o, ht = _ChunkScalarDecay.apply(qc, kc, vc, b, h0, scale)
-    o = o.permute(1, 0, 3, 2, 4).reshape(B, -1, H, V)[:, :T]
-    return o, (ht if output_final_state else None)
+    seg = max(C, SEGMENT_TOKENS // C * C)
+    h = None if initial_state is None else initial_state.to(state_dtype(q))
+    # split (not slicing in a loop): its backward is one concatenation, while each slice's backward
+    # would materialise a full-length zero gradient
+    pieces = [x.split(seg, dim=1) for x in (q, k, v)]
+    gs = [None] * len(pieces[0]) if g is None else g.split(seg, dim=1)
+    outs = []
+    for qs, ks, vs, gg in zip(*pieces, gs):
+        o, h = _chunk_segment(qs, ks, vs, gg, scale, h, min(C, qs.shape[1]))
+        outs.append(o)
+    o = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    return o, (h if output_final_state else None)
 
 
 def chunk_scalar_decay(
@@ -240,14 +260,15 @@ def chunk_scalar_decay(
     """
     if cu_seqlens is None:
         return chunk_scalar_decay_fixed(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
-    return run_varlen(
-        lambda q, k, v, g, initial_state, output_final_state: chunk_scalar_decay_fixed(
-            q, k, v, g, scale, initial_state, output_final_state, chunk_size
-        ),
-        {"q": q, "k": k, "v": v, "g": g},
-        cu_seqlens,
+    return run_packed(
+        lambda q, k, v, g, h0: chunk_scalar_decay_fixed(q, k, v, g, scale, h0, True, chunk_size),
+        q,
+        k,
+        v,
+        g,
         initial_state,
         output_final_state,
+        cu_seqlens,
     )
 
 
