@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from linearlab.ops.utils import l2norm  # noqa: F401  (re-exported: one definition for ops and layers)
+
 
 def _shape(t: torch.Tensor) -> str:
     return "[" + ", ".join(str(s) for s in t.shape) + "]"
@@ -51,12 +53,6 @@ def head_dims(d_model: int, num_heads: int, expand_k: float, expand_v: float) ->
             )
         dims.append(int(total) // num_heads)
     return dims[0], dims[1]
-
-
-def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Scale the last dim to unit L2 norm (``x / sqrt(sum x^2 + eps)``), computed in :func:`compute_dtype`."""
-    xf = x.to(compute_dtype(x))
-    return (xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def check_mixer_input(x: torch.Tensor, d_model: int) -> tuple[int, int]:

@@ -170,5 +170,9 @@ def pad_time(x: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tensor
 
 
 def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """L2-normalise the last dim (used by ``use_qk_l2norm_in_kernel``)."""
-    return x * torch.rsqrt((x.float() * x.float()).sum(-1, keepdim=True) + eps).to(x.dtype)
+    """L2-normalise the last dim (``x / sqrt(sum x^2 + eps)``, used by ``use_qk_l2norm_in_kernel``).
+
+    Computed in float32 for low-precision input and in float64 for float64 input.
+    """
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    return (xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True) + eps)).to(x.dtype)
