@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--families", default=None, help="comma-separated subset of families")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--memory-t", type=int, default=65536, help="T for the peak-memory run (0: skip)")
+    p.add_argument(
+        "--contexts", default=None, help="comma-separated decode contexts (default 1024,8192,32768)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--json", default="bench_results/ops.json", help="where to write the results")
     p.add_argument("--memory-child", nargs=2, metavar=("FAMILY", "T"), help=argparse.SUPPRESS)
@@ -292,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         lengths = [int(x) for x in (args.lengths or "512,2048,8192,32768").split(",")]
         naive_max, sdpa_max, repeats, mem_t = 2048, 8192, args.repeats or 5, args.memory_t
-        contexts = [1024, 8192, 32768]
+        contexts = [int(x) for x in (args.contexts or "1024,8192,32768").split(",")]
     print(
         f"linearlab bench ops | torch {torch.__version__} | threads {torch.get_num_threads()} | {platform.processor() or platform.machine()}"
     )
