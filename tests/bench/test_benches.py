@@ -43,5 +43,5 @@ def test_mixers_bench_tiny(tmp_path):
     ]
     assert bench_mixers.main([*args, "--json", str(out)]) == 0
     data = json.loads(out.read_text())
-    text = json.dumps(data)
-    assert "softmax" in text and "gla" in text
+    assert set(data["train"]) == {"softmax", "gla"} and set(data["decode"]) == {"softmax", "gla"}
+    assert data["train_seq_len"] == 64 and set(data["decode"]["gla"]) == {"64"}
