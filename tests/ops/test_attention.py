@@ -110,3 +110,31 @@ def test_cache_errors():
         attention_step(q, k, v, cache=(torch.zeros(1, 5, 2, 4), torch.zeros(1, 4, 2, 3)))
     with pytest.raises(ValueError, match=r"cache: v_cache must be a 4-D tensor"):
         attention_step(q, k, v, cache=(torch.zeros(1, 5, 2, 4), torch.zeros(5, 2, 3)))
+
+
+@pytest.mark.parametrize("T,window,block", [(300, 5, 16), (301, 16, 16), (97, 1, 8), (200, 40, 16)])
+def test_banded_window_path_matches_naive_with_grads(monkeypatch, T, window, block):
+    """Long causal windows run blockwise in O(T * w); shrink the block so small T takes that path."""
+    from linearlab.ops.attention import sdpa
+
+    monkeypatch.setattr(sdpa, "BAND_BLOCK", block)
+    q, k, v = make_qkv(2, T, 2, 8, 4)
+    o = attention(q, k, v, window_size=window)
+    do = torch.randn(o.shape, dtype=torch.float64)
+    (o * do).sum().backward()
+    got = [o.detach(), q.grad, k.grad, v.grad]
+    for t in (q, k, v):
+        t.grad = None
+    ref = naive_attention(q, k, v, window_size=window)
+    (ref * do).sum().backward()
+    for name, a, b in zip(("o", "dq", "dk", "dv"), got, [ref.detach(), q.grad, k.grad, v.grad]):
+        assert_rel_close(a, b, 1e-12, name)
+
+
+def test_import_order_always_gives_the_op():
+    """``linearlab.ops.attention`` is both a package and an op; it must stay callable as the op."""
+    import linearlab.ops.attention.sdpa  # noqa: F401  (binds the package on linearlab.ops)
+    from linearlab.ops import attention as op
+
+    q, k, v = make_qkv(1, 7, 2, 4, 4, requires_grad=False)
+    assert_rel_close(op(q, k, v, window_size=3), naive_attention(q, k, v, window_size=3), 1e-12, "o")

@@ -7,14 +7,51 @@ import torch
 import torch.nn.functional as F
 
 from linearlab.ops.attention._common import allowed_mask, check_window, split_varlen, validate
-from linearlab.ops.utils import check_qkv, check_scale
+from linearlab.ops.utils import check_qkv, check_scale, pad_time
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
+
+
+#: query block of the banded sliding-window path (at least the window); see ``_banded_causal``
+BAND_BLOCK = 64
+
+
+def _banded_causal(q, k, v, window_size: int, scale: float) -> torch.Tensor:
+    """Causal sliding-window attention in ``O(T * w)`` time and memory.
+
+    Queries go in blocks of ``Bq = max(w, BAND_BLOCK)``; block i only needs keys
+    ``[i Bq - (w - 1), (i + 1) Bq)``, gathered for all blocks at once with ``unfold`` (keys are
+    front-padded with ``w - 1`` masked slots). One SDPA call covers every block.
+    """
+    B, T, H, _ = q.shape
+    w = window_size
+    Bq = max(w, BAND_BLOCK)
+    n = -(-T // Bq)
+    L = Bq + w - 1
+    qb = pad_time(q, Bq).reshape(B, n, Bq, H, -1).permute(0, 1, 3, 2, 4)  # [B, n, H, Bq, K]
+
+    def keys(x):  # [B, T, H, D] -> [B, n, H, L, D]: block i gets padded slots i Bq .. i Bq + L - 1
+        D = x.shape[-1]
+        xp = torch.cat([x.new_zeros(B, w - 1, H, D), x, x.new_zeros(B, n * Bq - T, H, D)], dim=1)
+        return xp.unfold(1, L, Bq).permute(0, 1, 2, 4, 3)
+
+    kb, vb = keys(k), keys(v)
+    # query r of a block sits at key slot r + w - 1; it may see slots r .. r + w - 1
+    r = torch.arange(Bq, device=q.device)[:, None]
+    c = torch.arange(L, device=q.device)[None, :]
+    band = (c <= r + w - 1) & (c >= r)
+    # the front padding only exists for block 0
+    slot = torch.arange(n, device=q.device)[:, None] * Bq + c - (w - 1)  # absolute key position
+    mask = band[None] & (slot >= 0)[:, None, :]  # [n, Bq, L]
+    o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask[:, None], scale=scale)
+    return o.permute(0, 1, 3, 2, 4).reshape(B, n * Bq, H, -1)[:, :T]
 
 
 def _sdpa(q, k, v, causal: bool, window_size: int | None, scale: float) -> torch.Tensor:
     """SDPA on ``[B, T, H, D]`` tensors; queries are the last ``Tq`` positions of the keys."""
     Tq, Tk = q.shape[1], k.shape[1]
+    if causal and window_size is not None and Tq == Tk and Tq > 2 * max(window_size, BAND_BLOCK):
+        return _banded_causal(q, k, v, window_size, scale)
     qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))
     if causal and window_size is None and Tq == Tk:
         # the fused causal path needs no [T, T] mask in memory
