@@ -56,15 +56,28 @@ def test_legacy_flag_and_csv_input(tmp_path, capsys):
     t = np.arange(700)
     frame = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=700, freq="h").astype(str)})
     frame["OT"] = np.sin(2 * np.pi * t / 24) + 0.1 * rng.normal(size=700)
+    frame["load"] = np.cos(2 * np.pi * t / 24) + 0.1 * rng.normal(size=700)
     csv = tmp_path / "tiny.csv"
     frame.to_csv(csv, index=False)
     out = tmp_path / "run"
-    argv = ["run", "forecast", "--smoke", "--data", str(csv), "--models", "repeat,nlinear"]
+    argv = [
+        "run",
+        "forecast",
+        "--smoke",
+        "--data",
+        str(csv),
+        "--models",
+        "repeat,nlinear",
+        "--set",
+        "individual=true",
+    ]
     assert main([*argv, "--horizons", "24", "--lookback", "48", "--legacy-drop-last", "--out", str(out)]) == 0
     capsys.readouterr()
     summary = json.loads((out / "summary.json").read_text())
     details = json.loads((out / "details.json").read_text())
     assert set(summary) == {"repeat", "nlinear", "wall_seconds"}
+    assert summary["nlinear"]["24"]["params"] == 2 * (48 * 24 + 24)  # one map per channel
+    assert details["results"]["nlinear"]["24"]["settings"]["model_kwargs"] == {"individual": True}
     legacy = details["results"]["repeat"]["24"]["legacy"]
     assert summary["repeat"]["24"]["mse"] == legacy["mse"] and legacy["windows"] % 32 == 0
 
