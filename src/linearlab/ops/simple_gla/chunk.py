@@ -94,37 +94,56 @@ def _gate_grad(W: torch.Tensor, r: torch.Tensor, dlog: torch.Tensor, dend: torch
     return dg
 
 
+def _mm(
+    a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``alpha * a @ b`` over the leading (batch) dims, accumulated into ``out`` in place if given.
+
+    One BLAS call: the scale and the accumulation ride on ``baddbmm`` instead of extra passes.
+    """
+    a3, b3 = a.flatten(0, -3), b.flatten(0, -3)
+    if out is not None:
+        out.flatten(0, -3).baddbmm_(a3, b3, alpha=alpha)
+        return out
+    # beta=0 ignores the (scalar, broadcast) input, so nothing is read from it
+    r = torch.bmm(a3, b3) if alpha == 1.0 else torch.baddbmm(a3.new_zeros(()), a3, b3, beta=0.0, alpha=alpha)
+    return r.view(*a.shape[:-1], b.shape[-1])
+
+
+def _causal(C: int, device: torch.device) -> torch.Tensor:
+    return torch.ones(C, C, dtype=torch.bool, device=device).tril_()
+
+
 class _ChunkScalarDecay(torch.autograd.Function):
     """``(q, k, v, g, h0) -> (o, ht)`` on chunked tensors.
 
-    q, k: ``[N, B, H, C, K]``; v: ``[N, B, H, C, V]``; g: ``[N, B, H, C]`` per-token log decay or None; h0: ``[B, H, K, V]`` or None. All in the compute dtype (float32/float64).
+    q, k: ``[N, B, H, C, K]``; v: ``[N, B, H, C, V]``; g: ``[N, B, H, C]`` per-token log decay or
+    None; h0: ``[B, H, K, V]`` or None. All contiguous, in the compute dtype (float32/float64).
     Chunks lead so that the per-chunk states of the scan are contiguous slices.
     """
 
     @staticmethod
     def forward(ctx, q, k, v, g, h0, scale: float):
         C = q.shape[3]
-        b = None if g is None else g.cumsum(-1)
-        qs = q * scale
-        causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril_()
-        if b is not None:
+        kT = k.transpose(-1, -2)
+        A = _mm(q, kT, alpha=scale)  # scale * q_i . k_j
+        if g is not None:
+            b = g.cumsum(-1)  # chunk-local cumulative log decay
             bC = b[..., -1]  # [N, B, H]
             a = torch.exp(bC)
-            eb = torch.exp(b)
-            diff = (b[..., :, None] - b[..., None, :]).masked_fill_(~causal, float("-inf"))
-            D = diff.exp_()  # D_ij = exp(b_i - b_j) for j <= i, else 0
-            A = (qs @ k.transpose(-1, -2)).mul_(D)
+            diff = (b[..., :, None] - b[..., None, :]).masked_fill_(~_causal(C, q.device), float("-inf"))
+            D = diff.exp_()  # D_ij = exp(b_i - b_j) for j <= i, else 0 (masked before the exp)
+            A.mul_(D)
             f = torch.exp(bC[..., None] - b)  # decay from token j to the chunk end
+            qe = q * torch.exp(b).mul_(scale)[..., None]  # scale * exp(b_i) q_i
             kd = k * f[..., None]
-            qe = qs * eb[..., None]
         else:
-            a = D = f = None
-            A = (qs @ k.transpose(-1, -2)).masked_fill_(~causal, 0.0)
-            kd, qe = k, qs
-        U = kd.transpose(-1, -2) @ v  # [N, B, H, K, V]
-        S = _state_scan(a, U, h0)
-        o = A @ v
-        o.add_(qe @ S[:-1])
+            b = a = D = f = None
+            A.masked_fill_(~_causal(C, q.device), 0.0)
+            qe, kd = q * scale, k
+        S = _state_scan(a, _mm(kd.transpose(-1, -2), v), h0)  # U_c = (k * f)^T v
+        o = _mm(A, v)
+        _mm(qe, S[:-1], out=o)
         ht = S[-1].clone()
         ctx.scale = scale
         ctx.set_materialize_grads(False)
@@ -141,47 +160,40 @@ class _ChunkScalarDecay(torch.autograd.Function):
         # e.g. the gradient of o.sum() is an expanded (stride-0) tensor: bmm would then loop over
         # the batch with a copy per matrix, so pay for one dense copy instead
         do = do.contiguous()
-        qs = q * scale
         Sprev = S[:-1]
-        C = q.shape[3]
-        # intra-chunk: o_intra = A v with A = (qs k^T) * D (masked)
-        dA = do @ v.transpose(-1, -2)
-        dv = A.transpose(-1, -2) @ do
-        if D is not None:
-            P = dA * D
-        else:
-            causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril_()
-            P = dA.masked_fill(~causal, 0.0)
-        dqs = P @ k
-        dk = P.transpose(-1, -2) @ qs
-        # inter-chunk read: o_inter = (qs * exp(b)) S_prev
-        X = do @ Sprev.transpose(-1, -2)  # [N, B, H, C, K]
+        # intra-chunk: o_intra = A v, A = scale (q k^T) * D
+        dA = _mm(do, v.transpose(-1, -2))
+        dv = _mm(A.transpose(-1, -2), do)
+        P = dA * D if D is not None else dA.masked_fill(~_causal(q.shape[3], q.device), 0.0)
+        # inter-chunk read: o_inter = qe S_prev with qe = scale exp(b) q
+        X = _mm(do, Sprev.transpose(-1, -2))  # [N, B, H, C, K]
         if b is not None:
-            eb = torch.exp(b)
-            dqs.add_(X * eb[..., None])
-            qe = qs * eb[..., None]
+            se = torch.exp(b).mul_(scale)[..., None]
+            dq = X * se
+            qe = q * se
         else:
-            dqs.add_(X)
-            qe = qs
-        R = qe.transpose(-1, -2) @ do  # [N, B, H, K, V]
-        G = _grad_scan(a, R, dht)
+            dq = X.mul_(scale)  # X is only needed again for the gate gradient, and there is no gate
+            qe = q * scale
+        _mm(P, k, alpha=scale, out=dq)
+        dk = _mm(P.transpose(-1, -2), q, alpha=scale)
+        G = _grad_scan(a, _mm(qe.transpose(-1, -2), do), dht)  # R_c = qe^T dO
         Gnext = G[1:]
         # state write: U = (k * f)^T v
-        Y = v @ Gnext.transpose(-1, -2)  # [N, B, H, C, K]
+        Y = _mm(v, Gnext.transpose(-1, -2))  # [N, B, H, C, K]
         if f is not None:
-            dk_inter = Y * f[..., None]
-            dv.add_((k * f[..., None]) @ Gnext)
+            dk_inter = Y.mul_(f[..., None])
+            _mm(k * f[..., None], Gnext, out=dv)
         else:
             dk_inter = Y
-            dv.add_(k @ Gnext)
+            _mm(k, Gnext, out=dv)
         dk.add_(dk_inter)
         dg = None
         if b is not None and ctx.needs_input_grad[3]:
-            dg = _gate_grad(
-                dA * A, (X * qe).sum(-1), (dk_inter * k).sum(-1), a * (Gnext * Sprev).sum((-1, -2))
-            )
+            r = (X * qe).sum(-1)  # dO_i . o_inter_i
+            dlog = (dk_inter * k).sum(-1)
+            dg = _gate_grad(dA.mul_(A), r, dlog, a * (Gnext * Sprev).sum((-1, -2)))
         dh0 = G[0] if ctx.has_h0 else None
-        return dqs * scale, dk, dv, dg, dh0, None
+        return dq, dk, dv, dg, dh0, None
 
 
 def _to_chunks(x: torch.Tensor, C: int, sd: torch.dtype) -> torch.Tensor:
