@@ -94,8 +94,8 @@ def _bwd_segment(q, k, v, g, S_prev, do, dS, scale: float, sub: int):
     # O(1) terms cancel): the query factors exp(l_i), i >= t (reverse cumsum); the key factors
     # exp(l_last - l_j), j < t (exclusive cumsum); the chunk decay exp(l_last) (every t); and the
     # intra pairs (i, j), which give +x*dx at i and -x*dx at j (strictly causal pairs only).
-    dg = chunk_cumsum(qs.to(wide) * dqs_intra - k.to(wide) * dk_intra, reverse=True).to(dt)
-    dg += chunk_cumsum(qs * dqs_inter, reverse=True)
+    from_queries = qs.to(wide) * dqs_intra - k.to(wide) * dk_intra + (qs * dqs_inter).to(wide)
+    dg = chunk_cumsum(from_queries, reverse=True).to(dt)
     dg += chunk_cumsum(k * dk_state, exclusive=True)
     dg += (S_prev * dS_next).sum(-1).unsqueeze(-2) * gates.decay
     dq = (dqs_inter + dqs_intra.to(dt) + dA_diag * k) * scale
