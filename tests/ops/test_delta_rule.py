@@ -117,6 +117,19 @@ def test_parity_chain_outputs_states_and_every_gradient(family, dtype, raw_keys)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_parity_across_segments_of_chunks(family):
+    """Wide heads make the chunk form work on several segments of chunks; the seams must be exact."""
+    from linearlab.ops.gated_delta_rule.chunk import _segment_chunks
+
+    x = make_inputs(family, B=1, T=300, H=4, K=64, V=64)
+    assert math.ceil(300 / 64) > _segment_chunks(4, 64, 64)  # more than one segment
+    ref = outputs_and_grads(family, "naive", x)
+    got = outputs_and_grads(family, "chunk", x)
+    for name, t in ref.items():
+        assert rel_rmse(got[name], t) < 1e-10, name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_bfloat16_inputs_match_reference_and_keep_dtypes(family):
     x = make_inputs(family, T=40, dtype=torch.bfloat16)
     ref = outputs_and_grads(family, "naive", x)

@@ -52,12 +52,131 @@ def _decays(
     return D, b.exp().unsqueeze(-1), (b_last - b).exp().unsqueeze(-1), b_last.exp().unsqueeze(-1)
 
 
-class _ChunkGatedDeltaRule(torch.autograd.Function):
-    """Chunked gated delta rule with a hand-written backward (``b = None`` means ungated).
+def _segment_chunks(BH: int, C: int, D: int) -> int:
+    """Chunks processed together: about 2**16 elements per ``[n, BH, C, D]`` tensor.
 
-    Memory matters at long T (the op must fit T = 65536 in a few GiB), so large temporaries are
-    updated in place and dropped as soon as they are used. Saved for backward: the chunked
-    inputs, the state entering each chunk, the WY factors ``[W, U]`` and the pseudo-values.
+    Working on a few chunks at a time keeps each batched op's operands in cache, so the cost per
+    token does not grow with T, and bounds the temporaries to a segment instead of the sequence.
+    """
+    return max(1, 2**16 // (BH * C * D))
+
+
+def _forward_segment(qc, kc, vc, bc, b, S, states, wu, vn, o):
+    """Forward over one segment of chunks; writes ``states, wu, vn, o`` in place, returns the state.
+
+    Shapes: ``qc, kc: [n, BH, C, K]`` (qc already scaled), ``vc: [n, BH, C, V]``,
+    ``bc: [n, BH, C, 1]``, ``b: [n, BH, C]`` or None, ``S: [BH, K, V]``.
+    """
+    K = kc.shape[-1]
+    D, head, tail, whole = _decays(b, kc.shape[-2], kc.dtype, kc.device)
+    # UT transform: A = I + tril(diag(beta) (K K^T * D), -1) and
+    # [W, U] = A^-1 [diag(beta * head) K, diag(beta) V]. solve_triangular(unitriangular=True)
+    # never reads the diagonal, so the strict lower part of A is all it needs.
+    lower = (kc @ kc.mT).mul_(D).mul_(bc).tril_(-1)
+    rhs = torch.cat([kc * (bc if head is None else bc * head), vc * bc], -1)
+    torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True, out=wu)
+    w, u = wu[..., :K], wu[..., K:]
+
+    k_sT = (kc if tail is None else kc * tail).mT
+    for c in range(kc.shape[0]):
+        states[c] = S
+        torch.baddbmm(u[c], w[c], S, alpha=-1.0, out=vn[c])  # pseudo-values U - W S
+        S = torch.baddbmm(S if whole is None else S * whole[c], k_sT[c], vn[c])
+
+    torch.matmul(qc if head is None else qc * head, states, out=o)
+    o.add_((qc @ kc.mT).mul_(D) @ vn)
+    return S
+
+
+def _backward_segment(qc, kc, vc, bc, b, states, wu, vn, doc, dS, dq, dk, dv, dbeta, dg):
+    """Backward over one segment (shapes as in :func:`_forward_segment`, ``doc`` like ``vc``).
+
+    ``dS`` is the grad of the state leaving the segment; writes ``dq, dk, dv, dbeta`` (and ``dg``
+    when gated, all for the chunk-local tensors) in place and returns the grad of the entering state.
+    """
+    n, BH, C, K = kc.shape
+    D, head, tail, whole = _decays(b, C, kc.dtype, kc.device)
+    gated = b is not None
+
+    # o = (head Q) S_c + P Vn  with  P = (Q K^T) * D.
+    qk = qc @ kc.mT
+    dP = doc @ vn.mT
+    M = dP * qk if gated else None  # grad of D through P (times D later)
+    dvn = qk.mul_(D).mT @ doc
+    del qk
+    dQK = dP.mul_(D)
+    torch.matmul(dQK, kc, out=dq)
+    torch.matmul(dQK.mT, qc, out=dk)
+    del dQK, dP
+    dq_s = doc @ states.mT  # grad of head * Q
+    dstates = (qc if head is None else qc * head).mT @ doc  # grad of each entering state via o
+    if gated:
+        d_head = (dq_s * qc).sum(-1)
+        dq.add_(dq_s.mul_(head))
+    else:
+        dq.add_(dq_s)
+    del dq_s
+
+    # Mirror scan: S_{c+1} = whole_c S_c + K_s^T Vn_c,  Vn_c = U_c - W_c S_c.
+    dS_next = torch.empty_like(states)  # grad of the state leaving each chunk
+    k_s = kc if tail is None else kc * tail
+    wT = wu[..., :K].mT
+    for c in range(n - 1, -1, -1):
+        dS_next[c] = dS
+        dvn[c].baddbmm_(k_s[c], dS)  # now the total grad of Vn_c
+        dS_prev = dstates[c] + (dS if whole is None else dS * whole[c])
+        dS = torch.baddbmm(dS_prev, wT[c], dvn[c], alpha=-1.0)
+    del k_s, dstates
+    dk_s = vn @ dS_next.mT
+    if gated:
+        d_tail = (dk_s * kc).sum(-1)
+        d_whole = (states * dS_next).sum((-2, -1))
+        dk.add_(dk_s.mul_(tail))
+    else:
+        dk.add_(dk_s)
+    del dk_s, dS_next
+    dwu = torch.cat([(dvn @ states.mT).neg_(), dvn], -1)  # grad of [W, U]
+    del dvn
+
+    # UT backward: X = A^-1 R  =>  dR = A^-T dX,  dA = -dR X^T (strict lower part).
+    E = (kc @ kc.mT).mul_(D)
+    lower = (E * bc).tril_(-1)
+    dR = torch.linalg.solve_triangular(lower.mT, dwu, upper=True, unitriangular=True)
+    del lower, dwu
+    dE = (dR @ wu.mT).tril_(-1).neg_()  # dA, then scaled by beta below
+    torch.sum(dE * E, -1, out=dbeta)
+    dE.mul_(bc)
+    if gated:
+        M.mul_(D).add_(dE * E)
+        dE.mul_(D)
+    del E
+    dk.add_((dE + dE.mT) @ kc)
+    del dE
+    dR_k, dR_v = dR[..., :K], dR[..., K:]
+    s_k = (dR_k * kc).sum(-1)
+    torch.mul(dR_v, bc, out=dv)
+    dbeta.add_((dR_v * vc).sum(-1))
+    if gated:
+        dk.add_(dR_k * (bc * head))
+        h = head.squeeze(-1)
+        dbeta.add_(h * s_k)
+        d_head.add_(bc.squeeze(-1) * s_k)
+        # Chain rule through every exp(.) of the chunk-local cumulative gate b, then the cumsum.
+        tl = tail.squeeze(-1)
+        db = M.sum(-1) - M.sum(-2) + d_head * h - d_tail * tl
+        db[..., -1] += (d_tail * tl).sum(-1) + d_whole * whole.reshape(n, BH)
+        dg.copy_(db.flip(-1).cumsum(-1).flip(-1))  # b = cumsum(g) within each chunk
+    else:
+        dk.add_(dR_k * bc)
+        dbeta.add_(s_k)
+    return dS
+
+
+class _ChunkGatedDeltaRule(torch.autograd.Function):
+    """Chunked gated delta rule with a hand-written backward (``g = None`` means ungated).
+
+    Saved for backward: the chunked inputs, the state entering each chunk, the WY factors
+    ``[W, U]`` and the pseudo-values; everything else is recomputed per segment of chunks.
     """
 
     @staticmethod
@@ -71,34 +190,18 @@ class _ChunkGatedDeltaRule(torch.autograd.Function):
         vc = _to_chunks(v, C, dt)
         bc = _to_chunks(beta.unsqueeze(-1), C, dt)  # [NC, BH, C, 1]
         b = None if g is None else _to_chunks(g.unsqueeze(-1), C, dt).squeeze(-1).cumsum(-1)
-        D, head, tail, whole = _decays(b, C, dt, kc.device)
-        NC = qc.shape[0]
-
-        # UT transform: A = I + tril(diag(beta) (K K^T * D), -1) and
-        # [W, U] = A^-1 [diag(beta * head) K, diag(beta) V]. solve_triangular(unitriangular=True)
-        # never reads the diagonal, so the strict lower part of A is all it needs.
-        lower = (kc @ kc.mT).mul_(D).mul_(bc).tril_(-1)
-        rhs = torch.cat([kc * (bc if head is None else bc * head), vc * bc], -1)
-        wu = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)
-        del lower, rhs
-        w, u = wu[..., :K], wu[..., K:]
-
-        S = (
-            torch.zeros(B * H, K, V, dtype=dt, device=q.device)
-            if h0 is None
-            else h0.to(dt).reshape(B * H, K, V)
-        )
-        states = torch.empty((NC, B * H, K, V), dtype=dt, device=q.device)  # state entering each chunk
-        vn = torch.empty_like(u)  # pseudo-values U - W S
-        k_sT = (kc if tail is None else kc * tail).mT
-        for c in range(NC):
-            states[c] = S
-            torch.baddbmm(u[c], w[c], S, alpha=-1.0, out=vn[c])
-            S = torch.baddbmm(S if whole is None else S * whole[c], k_sT[c], vn[c])
-        del k_sT
-
-        o = (qc if head is None else qc * head) @ states
-        o.add_((qc @ kc.mT).mul_(D) @ vn)
+        NC, BH = qc.shape[:2]
+        S = torch.zeros(BH, K, V, dtype=dt, device=q.device) if h0 is None else h0.to(dt).reshape(BH, K, V)
+        states = qc.new_empty((NC, BH, K, V))  # state entering each chunk
+        wu = qc.new_empty((NC, BH, C, K + V))
+        vn = qc.new_empty((NC, BH, C, V))  # pseudo-values U - W S
+        o = torch.empty_like(vn)
+        step = _segment_chunks(BH, C, max(K, V, C))
+        for s in range(0, NC, step):
+            i = slice(s, s + step)
+            S = _forward_segment(
+                qc[i], kc[i], vc[i], bc[i], None if b is None else b[i], S, states[i], wu[i], vn[i], o[i]
+            )
         ctx.save_for_backward(qc, kc, vc, bc, b, states, wu, vn, h0)
         ctx.meta = (B, T, H, C, scale, q.dtype, k.dtype, v.dtype, beta.dtype, None if g is None else g.dtype)
         return _from_chunks(o, B, H, T).to(q.dtype), S.reshape(B, H, K, V)
@@ -110,100 +213,29 @@ class _ChunkGatedDeltaRule(torch.autograd.Function):
         B, T, H, C, scale, q_dt, k_dt, v_dt, beta_dt, g_dt = ctx.meta
         NC, BH, _, K = kc.shape
         V = vc.shape[-1]
-        dt = kc.dtype
-        D, head, tail, whole = _decays(b, C, dt, kc.device)
-        gated = b is not None
-        doc = _to_chunks(do, C, dt)
+        doc = _to_chunks(do, C, kc.dtype)
+        dq, dk, dv = torch.empty_like(qc), torch.empty_like(kc), torch.empty_like(vc)
+        dbeta = kc.new_empty((NC, BH, C))
+        dg = None if b is None else torch.empty_like(b)
+        dS = kc.new_zeros((BH, K, V)) if dht is None else dht.to(kc.dtype).reshape(BH, K, V)
+        step = _segment_chunks(BH, C, max(K, V, C))
+        for s in reversed(range(0, NC, step)):
+            i = slice(s, s + step)
+            dS = _backward_segment(
+                qc[i], kc[i], vc[i], bc[i], None if b is None else b[i], states[i], wu[i], vn[i], doc[i],
+                dS, dq[i], dk[i], dv[i], dbeta[i], None if dg is None else dg[i],
+            )  # fmt: skip
 
-        # o = (head Q) S_c + P Vn  with  P = (Q K^T) * D.
-        qk = qc @ kc.mT
-        dP = doc @ vn.mT
-        M = dP * qk if gated else None  # grad of D through P (times D later)
-        dvn = qk.mul_(D).mT @ doc
-        del qk
-        dQK = dP.mul_(D)
-        dq = dQK @ kc
-        dk = dQK.mT @ qc
-        del dQK, dP
-        dq_s = doc @ states.mT  # grad of head * Q
-        dstates = (qc if head is None else qc * head).mT @ doc  # grad of each entering state via o
-        del doc
-        if gated:
-            d_head = (dq_s * qc).sum(-1)
-            dq.add_(dq_s.mul_(head))
-        else:
-            dq.add_(dq_s)
-        del dq_s
-
-        # Mirror scan: S_{c+1} = whole_c S_c + K_s^T Vn_c,  Vn_c = U_c - W_c S_c.
-        dS = (
-            torch.zeros(BH, K, V, dtype=dt, device=kc.device) if dht is None else dht.to(dt).reshape(BH, K, V)
-        )
-        dS_next = torch.empty_like(states)  # grad of the state leaving each chunk
-        k_s = kc if tail is None else kc * tail
-        wT = wu[..., :K].mT
-        for c in range(NC - 1, -1, -1):
-            dS_next[c] = dS
-            dvn[c].baddbmm_(k_s[c], dS)  # now the total grad of Vn_c
-            dS_prev = dstates[c] + (dS if whole is None else dS * whole[c])
-            dS = torch.baddbmm(dS_prev, wT[c], dvn[c], alpha=-1.0)
-        del k_s, dstates
-        dh0 = None if h0 is None else dS.reshape(B, H, K, V).to(h0.dtype)
-        dk_s = vn @ dS_next.mT
-        if gated:
-            d_tail = (dk_s * kc).sum(-1)
-            d_whole = (states * dS_next).sum((-2, -1))
-            dk.add_(dk_s.mul_(tail))
-        else:
-            dk.add_(dk_s)
-        del dk_s, dS_next
-        dwu = torch.cat([(dvn @ states.mT).neg_(), dvn], -1)  # grad of [W, U]
-        del dvn
-
-        # UT backward: X = A^-1 R  =>  dR = A^-T dX,  dA = -dR X^T (strict lower part).
-        E = (kc @ kc.mT).mul_(D)
-        lower = (E * bc).tril_(-1)
-        dR = torch.linalg.solve_triangular(lower.mT, dwu, upper=True, unitriangular=True)
-        del lower, dwu
-        dE = (dR @ wu.mT).tril_(-1).neg_()  # dA, then scaled by beta below
-        dbeta = (dE * E).sum(-1)
-        dE.mul_(bc)
-        if gated:
-            M.mul_(D).add_(dE * E)
-            dE.mul_(D)
-        del E
-        dk.add_((dE + dE.mT) @ kc)
-        del dE
-        dR_k, dR_v = dR[..., :K], dR[..., K:]
-        s_k = (dR_k * kc).sum(-1)
-        dv = dR_v * bc
-        dbeta.add_((dR_v * vc).sum(-1))
-        if gated:
-            dk.add_(dR_k * (bc * head))
-            h = head.squeeze(-1)
-            dbeta.add_(h * s_k)
-            d_head.add_(bc.squeeze(-1) * s_k)
-        else:
-            dk.add_(dR_k * bc)
-            dbeta.add_(s_k)
-        del dR
-
-        dg = None
-        if gated:
-            # Chain rule through every exp(.) of the chunk-local cumulative gate b, then the cumsum.
-            tl = tail.squeeze(-1)
-            db = M.sum(-1) - M.sum(-2) + d_head * h - d_tail * tl
-            db[..., -1] += (d_tail * tl).sum(-1) + d_whole * whole.reshape(NC, BH)
-            dg = db.flip(-1).cumsum(-1).flip(-1)  # b = cumsum(g) within each chunk
-            dg = _from_chunks(dg.unsqueeze(-1), B, H, T).squeeze(-1).to(g_dt)
+        def back(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+            return _from_chunks(x, B, H, T).to(dtype)
 
         return (
-            _from_chunks(dq.mul_(scale), B, H, T).to(q_dt),
-            _from_chunks(dk, B, H, T).to(k_dt),
-            _from_chunks(dv, B, H, T).to(v_dt),
-            dg,
-            _from_chunks(dbeta.unsqueeze(-1), B, H, T).squeeze(-1).to(beta_dt),
-            dh0,
+            back(dq.mul_(scale), q_dt),
+            back(dk, k_dt),
+            back(dv, v_dt),
+            None if dg is None else back(dg.unsqueeze(-1), g_dt).squeeze(-1),
+            back(dbeta.unsqueeze(-1), beta_dt).squeeze(-1),
+            None if h0 is None else dS.reshape(B, H, K, V).to(h0.dtype),
             None,
             None,
         )
