@@ -104,6 +104,12 @@ def _bwd_segment(q, k, v, g, S_prev, do, dS, scale: float, sub: int):
 
 
 class _ChunkGLAFunction(torch.autograd.Function):
+    """``(q, k, v, g, h0) -> (o, final_state)`` for fixed-length sequences.
+
+    Saves the inputs and the state entering every chunk (``[B, H, T / C, K, V]``); everything else
+    is recomputed per segment in ``backward``.
+    """
+
     @staticmethod
     def forward(ctx, q, k, v, g, h0, scale: float, C: int):
         B, T, H, K = q.shape
