@@ -1,13 +1,13 @@
 """Chunked (WY / UT transform) gated delta rule: the training path, shared with the delta rule.
 
 See ``README.md`` for the equations. Every per-token tensor is reshaped to ``[NC, B*H, C, D]``
-(NC chunks of C tokens), so all intra-chunk work (Gram matrices, decays, the unit lower-triangular
-solve) is one batched op over all chunks, and the sequential scan over chunks does two small
-matmuls per chunk on contiguous slices. Forward and backward are written by hand in a
-``torch.autograd.Function``: autograd through a Python scan of thousands of chunks is slow and
-keeps every intermediate alive, while the hand-written backward saves only the chunked inputs,
-the per-chunk states and the WY factors, and runs a mirror-image scan.
-"""
+(NC chunks of C tokens). Work that does not depend on the running state (Gram matrices, decays,
+the unit lower-triangular solve, the intra-chunk outputs) is one batched op per segment of a few
+chunks, and the sequential scan does two small matmuls per chunk on contiguous slices. Forward
+and backward are written by hand in a ``torch.autograd.Function``: autograd through a Python scan
+of thousands of chunks is slow and keeps every intermediate alive, while the hand-written
+backward saves only the chunked inputs, the per-chunk states, the WY factors and the
+pseudo-values, and runs a mirror-image scan."""
 
 from __future__ import annotations
 
