@@ -1,0 +1,292 @@
+"""Recipe ``icl-algorithms``: which learning algorithm does a trained transformer run in context?
+
+Akyürek et al. (2022). A small pre-norm transformer is trained on ``d = 5`` linear regression prompts
+(noiseless, and with label noise). On fresh prompts, for every number ``k`` of in-context examples, it
+is compared with reference learners run on the same prompts:
+
+- squared prediction difference ``SPD = E (f_model(x_q) - f_alg(x_q))^2 / d``;
+- implicit linear weight difference ``ILWD = E ||w_model - w_alg||^2 / d``, where ``w_model`` is the
+  least-squares fit of the model's predictions on ``2 d`` probe queries after the same context;
+
+against OLS (min-norm), ridge with ``lam = sigma^2`` (the Bayes-optimal posterior mean; OLS when
+noiseless), one step of GD with the optimal step and several steps of GD. Theory: the noiseless OLS
+error is ``(d - k)/d`` for ``k < d`` and 0 from ``k = d``; with noise OLS has
+``sigma^2 (1 + d / (k - d - 1))`` for ``k > d + 1``. Finally, linear probes read ``X^T Y`` and
+``w_OLS`` off each layer's hidden state at the last query (R^2 on held-out prompts).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from linearlab.analysis.probes import probe_r2
+from linearlab.models.icl import ICLTransformer
+from linearlab.recipes import Recipe
+from linearlab.recipes._theory_common import cosine_lr, fmt, progress, report_from_summary, setup
+from linearlab.runs import RunDir
+from linearlab.tasks.icl import ICLTask
+from linearlab.tasks.icl_reference import bayes_ridge, gd, ols, optimal_one_step_lr, predict
+
+REFERENCES = ("ols", "ridge", "gd1", "gd_multi")
+
+
+@dataclass
+class Config:
+    d: int = 5
+    n_points: int = 11
+    noise_stds: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    d_model: int = 64
+    n_layers: int = 3
+    num_heads: int = 2
+    mixer: str = "builtin"
+    mixer_kwargs: dict = field(default_factory=dict)
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 1e-3
+    gd_steps: int = 5
+    eval_prompts: int = 1000
+    ilwd_prompts: int = 200
+    probe_train: int = 2000
+    probe_test: int = 1000
+    probe_lam: float = 1e-3
+    seed: int = 0
+
+
+def _smoke(cfg: Config) -> Config:
+    return Config(
+        noise_stds=[0.0, 0.5],
+        d_model=32,
+        n_layers=2,
+        steps=40,
+        eval_prompts=100,
+        ilwd_prompts=16,
+        probe_train=200,
+        probe_test=100,
+    )
+
+
+def _references(x: torch.Tensor, y: torch.Tensor, noise_var: float, gd_steps: int) -> dict[str, torch.Tensor]:
+    """Weights of each reference learner from the context ``x: [B, k, d]``, ``y: [B, k]``: ``[B, d]`` each."""
+    B, k, d = x.shape
+    if k == 0:
+        zero = x.new_zeros(B, d).double()
+        return {name: zero for name in REFERENCES}
+    xd, yd = x.double(), y.double()
+    # GD step size 1 / lambda_max(X^T X / k) per prompt: the largest step that is monotone for every prompt
+    lam_max = torch.linalg.eigvalsh(xd.transpose(1, 2) @ xd / k)[:, -1]
+    return {
+        "ols": ols(xd, yd),
+        "ridge": bayes_ridge(xd, yd, noise_var),
+        "gd1": gd(xd, yd, 1, optimal_one_step_lr(k, d, noise_var)),
+        "gd_multi": gd(xd, yd, gd_steps, 1.0 / lam_max),
+    }
+
+
+def _train(cfg: Config, noise_std: float, run_dir: RunDir, smoke: bool) -> tuple[ICLTransformer, list[float]]:
+    model = ICLTransformer(
+        cfg.d,
+        cfg.d_model,
+        cfg.n_layers,
+        cfg.num_heads,
+        cfg.mixer,
+        max_points=cfg.n_points,
+        mixer_kwargs=cfg.mixer_kwargs or None,
+    )
+    task = ICLTask(cfg.d, cfg.n_points, noise_std, seed=cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    losses = []
+    for step in progress(range(cfg.steps), smoke, f"transformer sigma={noise_std}"):
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, warmup=cfg.steps // 10)
+        b = task.sample(cfg.batch_size)
+        loss = ((model(b.x, b.y) - b.y) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if step % 100 == 0 or step == cfg.steps - 1:
+            run_dir.log_metrics({"noise_std": noise_std, "step": step, "loss": losses[-1]})
+    return model, losses
+
+
+@torch.no_grad()
+def _evaluate(cfg: Config, model: ICLTransformer, noise_std: float) -> dict[str, Any]:
+    d, N, noise_var = cfg.d, cfg.n_points, noise_std**2
+    b = ICLTask(cfg.d, N, noise_std, seed=cfg.seed + 50_000).sample(cfg.eval_prompts)
+    model.eval()
+    pred = model(b.x, b.y).double()
+    f_true = (b.x.double() @ b.w.double().unsqueeze(-1)).squeeze(-1)  # noiseless targets
+    mse = {"model": [], **{r: [] for r in REFERENCES}}
+    spd = {r: [] for r in REFERENCES}
+    ilwd = {r: [] for r in REFERENCES}
+    ilwd_fit_r2 = []
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    P = min(cfg.ilwd_prompts, cfg.eval_prompts)
+    for k in range(N):
+        xc, yc, xq = b.x[:, :k], b.y[:, :k], b.x[:, k : k + 1]
+        refs = _references(xc, yc, noise_var, cfg.gd_steps)
+        y_q = b.y[:, k].double()
+        mse["model"].append(float(((pred[:, k] - y_q) ** 2).mean() / d))
+        for name, w in refs.items():
+            p_ref = predict(w, xq.double()).squeeze(-1)
+            mse[name].append(float(((p_ref - y_q) ** 2).mean() / d))
+            spd[name].append(float(((pred[:, k] - p_ref) ** 2).mean() / d))
+        # implicit weights: fit model predictions on 2d probe queries after the same k examples
+        probes = torch.randn(P, 2 * d, d, generator=g)
+        out = model.predict_query(xc[:P], yc[:P], probes).double()
+        design = torch.cat([probes.double(), torch.ones(P, 2 * d, 1, dtype=torch.float64)], -1)
+        coef = torch.linalg.lstsq(design, out.unsqueeze(-1)).solution.squeeze(-1)
+        w_model = coef[:, :d]
+        fitted = (design @ coef.unsqueeze(-1)).squeeze(-1)
+        resid = ((out - fitted) ** 2).sum()
+        ilwd_fit_r2.append(
+            1 - float(resid / ((out - out.mean(1, keepdim=True)) ** 2).sum().clamp_min(1e-300))
+        )
+        for name, w in refs.items():
+            ilwd[name].append(float(((w_model - w[:P]) ** 2).sum(-1).mean() / d))
+    del f_true
+    return {
+        "mse": mse,
+        "spd": spd,
+        "ilwd": ilwd,
+        "ilwd_linear_fit_r2": ilwd_fit_r2,
+        "ols_theory": _ols_theory(d, N, noise_var),
+    }
+
+
+def _ols_theory(d: int, N: int, noise_var: float) -> list[float | None]:
+    """Expected normalised OLS test error per ``k``; ``None`` where no closed form applies."""
+    out: list[float | None] = []
+    for k in range(N):
+        if noise_var == 0:
+            out.append(max(d - k, 0) / d)
+        elif k > d + 1:
+            out.append(noise_var * (1 + d / (k - d - 1)) / d)
+        elif k == 0:
+            out.append((d + noise_var) / d)
+        else:
+            out.append(None)
+    return out
+
+
+@torch.no_grad()
+def _probes(cfg: Config, model: ICLTransformer, noise_std: float) -> dict[str, list[float]]:
+    """R^2 per layer of ridge probes for X^T Y and w_OLS at the last query (``N - 1`` examples)."""
+    n_tr, n_te = cfg.probe_train, cfg.probe_test
+    b = ICLTask(cfg.d, cfg.n_points, noise_std, seed=cfg.seed + 60_000).sample(n_tr + n_te)
+    _, hidden = model(b.x, b.y, return_hidden=True)
+    k = cfg.n_points - 1
+    xc, yc = b.x[:, :k].double(), b.y[:, :k].double()
+    targets = {
+        "XtY": (xc.transpose(1, 2) @ yc.unsqueeze(-1)).squeeze(-1),
+        "w_ols": ols(xc, yc),
+        # control: a target unrelated to the prompt, which no probe should decode
+        "control_noise": torch.randn(n_tr + n_te, cfg.d, generator=torch.Generator().manual_seed(3)),
+    }
+    result: dict[str, list[float]] = {name: [] for name in targets}
+    for h in hidden:
+        feats = h[:, -1].double()
+        for name, t in targets.items():
+            result[name].append(probe_r2(feats[:n_tr], t[:n_tr], feats[n_tr:], t[n_tr:], cfg.probe_lam))
+    return result
+
+
+def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
+    cfg = setup(args, run_dir, Config(), _smoke)
+    smoke = bool(args.smoke)
+    summary: dict[str, Any] = {"d": cfg.d, "n_points": cfg.n_points, "mixer": cfg.mixer, "runs": []}
+    curves = []
+    for noise_std in cfg.noise_stds:
+        model, losses = _train(cfg, noise_std, run_dir, smoke)
+        ev = _evaluate(cfg, model, noise_std)
+        ev["probe_r2"] = _probes(cfg, model, noise_std)
+        ev["noise_std"] = noise_std
+        ev["final_train_loss"] = sum(losses[-50:]) / len(losses[-50:])
+        # closest algorithm: smallest mean SPD over k >= 1
+        mean_spd = {r: sum(v[1:]) / max(1, len(v) - 1) for r, v in ev["spd"].items()}
+        ev["mean_spd"] = mean_spd
+        ev["closest"] = min(mean_spd, key=mean_spd.get)
+        summary["runs"].append(ev)
+        curves.append((noise_std, ev, losses))
+    _plot(run_dir, curves)
+    print(format_summary(summary))
+    return summary
+
+
+def _plot(run_dir: RunDir, curves: list) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(curves), 4, figsize=(18, 4 * len(curves)), squeeze=False)
+    for row, (noise_std, ev, _losses) in zip(axes, curves):
+        ks = list(range(len(ev["mse"]["model"])))
+        row[0].plot(ks, ev["mse"]["model"], "ko-", label="transformer")
+        for r in REFERENCES:
+            row[0].plot(ks, ev["mse"][r], ".--", label=r)
+        theory = [(k, v) for k, v in zip(ks, ev["ols_theory"]) if v is not None]
+        row[0].plot([k for k, _ in theory], [v for _, v in theory], "x", color="gray", label="OLS theory")
+        row[0].set(title=f"sigma={noise_std}: test error / d", xlabel="in-context examples k", yscale="log")
+        row[0].legend(fontsize=7)
+        for ax, key in ((row[1], "spd"), (row[2], "ilwd")):
+            for r in REFERENCES:
+                ax.plot(ks[1:], ev[key][r][1:], ".-", label=r)
+            ax.set(title=f"sigma={noise_std}: {key.upper()} to each algorithm", xlabel="k", yscale="log")
+            ax.legend(fontsize=7)
+        layers = list(range(len(ev["probe_r2"]["XtY"])))
+        for name, vals in ev["probe_r2"].items():
+            row[3].plot(layers, vals, "o-", label=name)
+        row[3].set(
+            title=f"sigma={noise_std}: probe R^2 per layer", xlabel="layer (0 = embedding)", ylim=(-0.1, 1.05)
+        )
+        row[3].legend(fontsize=7)
+    run_dir.save_figure("icl_algorithms.png", fig)
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [f"icl-algorithms  d={s['d']} points={s['n_points']} mixer={s['mixer']}"]
+    for ev in s["runs"]:
+        lines.append(
+            f"-- sigma={ev['noise_std']}  final train loss {fmt(ev['final_train_loss'])}; "
+            f"closest algorithm by mean SPD: {ev['closest']}"
+        )
+        head = f"{'k':>3s} {'model':>7s} {'OLS th':>7s} " + " ".join(f"{r:>8s}" for r in REFERENCES)
+        head += (
+            " | SPD "
+            + " ".join(f"{r:>8s}" for r in REFERENCES)
+            + " | ILWD "
+            + " ".join(f"{r:>8s}" for r in REFERENCES)
+            + " | lin R2"
+        )
+        lines.append("   test error / d" + " " * 50 + "(all / d)")
+        lines.append(head)
+        for k in range(len(ev["mse"]["model"])):
+            th = ev["ols_theory"][k]
+            row = f"{k:>3d} {fmt(ev['mse']['model'][k], 3):>7s} {fmt(th, 3) if th is not None else '-':>7s} "
+            row += " ".join(f"{fmt(ev['mse'][r][k], 3):>8s}" for r in REFERENCES)
+            row += " |     " + " ".join(f"{fmt(ev['spd'][r][k], 3):>8s}" for r in REFERENCES)
+            row += " |      " + " ".join(f"{fmt(ev['ilwd'][r][k], 3):>8s}" for r in REFERENCES)
+            row += f" | {fmt(ev['ilwd_linear_fit_r2'][k], 3)}"
+            lines.append(row)
+        lines.append("mean SPD (k>=1): " + ", ".join(f"{r} {fmt(v, 3)}" for r, v in ev["mean_spd"].items()))
+        for name, vals in ev["probe_r2"].items():
+            lines.append(f"probe R^2 {name:>13s} per layer: " + " ".join(fmt(v, 3) for v in vals))
+    return "\n".join(lines)
+
+
+def _report(run_dir: RunDir) -> str:
+    return report_from_summary(run_dir, format_summary)
+
+
+RECIPE = Recipe(
+    name="icl-algorithms",
+    help="transformer ICL vs OLS / ridge / GD: SPD, ILWD and probes (Akyürek et al.)",
+    run=run,
+    report=_report,
+)

@@ -1,0 +1,205 @@
+"""Recipe ``icl-one-step-gd``: a trained one-layer LSA is one step of (preconditioned) GD.
+
+Mahankali, Hashimoto & Ma (2023): for ``x ~ N(0, I_d)``, ``w ~ N(0, I_d)`` every global minimiser of
+the one-layer LSA pre-training loss predicts ``eta* (1/n) sum_i y_i x_i^T x_q`` with
+``eta* = n / (n + d + 1 + sigma^2)`` and test MSE ``sigma^2 + d (1 - eta*)``; for ``x ~ N(0, S)`` it is
+one preconditioned step with ``Gamma* = ((n+1)/n S + (tr S + sigma^2)/n I)^{-1}``.
+
+Prints, measured vs theory: test MSE, slope and R^2 of the LSA prediction regressed on the plain
+one-step-GD prediction, the effective preconditioner ``Gamma`` against ``eta* I`` and, for an
+anisotropic covariance, against ``Gamma*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from linearlab.models.icl import LinearSelfAttention
+from linearlab.recipes import Recipe
+from linearlab.recipes._theory_common import cosine_lr, fmt, progress, report_from_summary, setup
+from linearlab.runs import RunDir
+from linearlab.tasks.icl import ICLTask
+from linearlab.tasks.icl_reference import one_step_mse, optimal_one_step_lr, optimal_preconditioner
+
+
+@dataclass
+class Config:
+    d: int = 5
+    n: int = 20
+    noise_std: float = 0.0
+    steps: int = 4000
+    batch_size: int = 1024
+    lr: float = 1e-3
+    init_scale: float = 0.002
+    eval_prompts: int = 10000
+    anisotropic: bool = True  # also train on x ~ N(0, diag(linspace(cov_min, cov_max, d)))
+    cov_min: float = 1.0
+    cov_max: float = 4.0
+    seed: int = 0
+
+
+def _smoke(cfg: Config) -> Config:
+    return Config(steps=200, batch_size=256, lr=1e-2, eval_prompts=1000)
+
+
+def _train(cfg: Config, covariance: torch.Tensor | None, run_dir: RunDir, tag: str, smoke: bool) -> tuple:
+    task = ICLTask(cfg.d, cfg.n + 1, cfg.noise_std, covariance=covariance, seed=cfg.seed)
+    model = LinearSelfAttention(cfg.d, init_scale=cfg.init_scale)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    losses = []
+    for step in progress(range(cfg.steps), smoke, f"LSA {tag}"):
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
+        b = task.sample(cfg.batch_size)
+        pred = model.predict(b.x[:, : cfg.n], b.y[:, : cfg.n], b.x[:, cfg.n :])
+        loss = ((pred - b.y[:, cfg.n :]) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % 100 == 0 or step == cfg.steps - 1:
+            run_dir.log_metrics({"run": tag, "step": step, "loss": losses[-1]})
+    # evaluation on fresh prompts from a different seed
+    eval_task = ICLTask(cfg.d, cfg.n + 1, cfg.noise_std, covariance=covariance, seed=cfg.seed + 10_000)
+    b = eval_task.sample(cfg.eval_prompts)
+    xc, yc, xq, yq = b.x[:, : cfg.n], b.y[:, : cfg.n], b.x[:, cfg.n :], b.y[:, cfg.n :]
+    with torch.no_grad():
+        pred = model.predict(xc, yc, xq).squeeze(-1)
+    gd_plain = ((yc.unsqueeze(-1) * xc).mean(1) * xq.squeeze(1)).sum(-1)  # (1/n) sum_i y_i x_i^T x_q
+    return model, losses, pred, gd_plain, yq.squeeze(-1)
+
+
+def _fit_line(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Least-squares slope of y on x through the origin (both predictors are odd in y) and R^2."""
+    x, y = x.double(), y.double()
+    slope = float((x * y).sum() / (x * x).sum())
+    resid = y - slope * x
+    r2 = 1.0 - float((resid**2).sum() / ((y - y.mean()) ** 2).sum())
+    return slope, r2
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().flatten(), b.double().flatten()
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
+    cfg = setup(args, run_dir, Config(), _smoke)
+    smoke = bool(args.smoke)
+    noise_var = cfg.noise_std**2
+    eta = optimal_one_step_lr(cfg.n, cfg.d, noise_var)
+    model, losses, pred, gd_plain, yq = _train(cfg, None, run_dir, "isotropic", smoke)
+    gamma = model.preconditioner.double()
+    d = cfg.d
+    diag = torch.diagonal(gamma)
+    off = gamma - torch.diag(diag)
+    slope, r2 = _fit_line(gd_plain, pred)
+    summary: dict[str, Any] = {
+        "d": d,
+        "n": cfg.n,
+        "noise_std": cfg.noise_std,
+        "test_mse": float(((pred - yq) ** 2).mean()),
+        "theory_mse": one_step_mse(torch.eye(d), eta * torch.eye(d), cfg.n, noise_var),
+        "gd_opt_mse_same_prompts": float(((eta * gd_plain - yq) ** 2).mean()),
+        "slope_vs_gd": slope,
+        "theory_slope": eta,
+        "r2_vs_gd": r2,
+        "gamma_diag_mean": float(diag.mean()),
+        "gamma_offdiag_over_diag": float(off.abs().max() / diag.abs().mean()),
+        "gamma_rel_err_vs_eta_I": float((gamma - eta * torch.eye(d)).norm() / (eta * torch.eye(d)).norm()),
+        "w_pv_x_part_norm": float(model.w_pv[d, :d].detach().norm()),
+        "w_pv_yy": float(model.w_pv[d, d].detach()),
+    }
+    figures = [("isotropic", losses, pred, gd_plain, gamma, eta * torch.eye(d), summary["theory_mse"])]
+    if cfg.anisotropic:
+        cov = torch.diag(torch.linspace(cfg.cov_min, cfg.cov_max, d, dtype=torch.float64))
+        target = optimal_preconditioner(cov, cfg.n, noise_var)
+        model_a, losses_a, pred_a, gd_a, yq_a = _train(cfg, cov.float(), run_dir, "anisotropic", smoke)
+        gamma_a = model_a.preconditioner.double()
+        summary.update(
+            {
+                "aniso_cov_diag": torch.diagonal(cov).tolist(),
+                "aniso_cos_gamma_vs_theory": _cos(gamma_a, target),
+                "aniso_cos_gamma_vs_identity": _cos(gamma_a, torch.eye(d)),
+                "aniso_gamma_rel_err": float((gamma_a - target).norm() / target.norm()),
+                "aniso_test_mse": float(((pred_a - yq_a) ** 2).mean()),
+                "aniso_theory_mse": one_step_mse(cov, target, cfg.n, noise_var),
+                "aniso_gamma_diag": torch.diagonal(gamma_a).tolist(),
+                "aniso_theory_diag": torch.diagonal(target).tolist(),
+            }
+        )
+        figures.append(("anisotropic", losses_a, pred_a, gd_a, gamma_a, target, summary["aniso_theory_mse"]))
+    _plot(run_dir, figures)
+    print(format_summary(summary))
+    return summary
+
+
+def _plot(run_dir: RunDir, figures: list) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(figures), 3, figsize=(13, 4 * len(figures)), squeeze=False)
+    for row, (tag, losses, pred, gd_plain, gamma, target, theory_mse) in zip(axes, figures):
+        row[0].semilogy(losses, lw=0.8, label="train MSE")
+        row[0].axhline(theory_mse, color="k", ls="--", label=f"theory {theory_mse:.3f}")
+        row[0].set(title=f"{tag}: training loss", xlabel="step")
+        row[0].legend()
+        k = min(2000, len(pred))
+        row[1].scatter(gd_plain[:k], pred[:k], s=3, alpha=0.5)
+        row[1].set(
+            title=f"{tag}: LSA vs one GD step (eta = 1)", xlabel="(1/n) sum y_i x_i^T x_q", ylabel="LSA"
+        )
+        both = torch.stack([gamma.float(), target.float()])
+        lim = float(both.abs().max())
+        row[2].imshow(
+            torch.cat([gamma, torch.full((gamma.shape[0], 1), float("nan")), target], 1),
+            cmap="RdBu",
+            vmin=-lim,
+            vmax=lim,
+        )
+        row[2].set(title=f"{tag}: learned Gamma | theory")
+    run_dir.save_figure("one_step_gd.png", fig)
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [
+        f"icl-one-step-gd  d={s['d']} n={s['n']} sigma={s['noise_std']}",
+        f"{'quantity':34s} {'measured':>10s} {'theory':>10s}",
+        f"{'test MSE (isotropic)':34s} {fmt(s['test_mse']):>10s} {fmt(s['theory_mse']):>10s}",
+        f"{'  optimal 1-step GD, same prompts':34s} {fmt(s['gd_opt_mse_same_prompts']):>10s}",
+        f"{'slope of LSA on 1-step GD':34s} {fmt(s['slope_vs_gd']):>10s} {fmt(s['theory_slope']):>10s}",
+        f"{'R^2 of LSA on 1-step GD':34s} {fmt(s['r2_vs_gd']):>10s} {'1':>10s}",
+        f"{'Gamma diagonal mean':34s} {fmt(s['gamma_diag_mean']):>10s} {fmt(s['theory_slope']):>10s}",
+        f"{'Gamma max|offdiag| / mean|diag|':34s} {fmt(s['gamma_offdiag_over_diag']):>10s} {'0':>10s}",
+        f"{'||Gamma - eta* I|| / ||eta* I||':34s} {fmt(s['gamma_rel_err_vs_eta_I']):>10s} {'0':>10s}",
+        f"{'||W_PV[d, :d]|| (x part, last row)':34s} {fmt(s['w_pv_x_part_norm']):>10s} {'0':>10s}",
+    ]
+    if "aniso_cos_gamma_vs_theory" in s:
+        lines += [
+            f"anisotropic S = diag({', '.join(fmt(v, 3) for v in s['aniso_cov_diag'])})",
+            f"{'test MSE (anisotropic)':34s} {fmt(s['aniso_test_mse']):>10s} {fmt(s['aniso_theory_mse']):>10s}",
+            f"{'cos(Gamma, Gamma*)':34s} {fmt(s['aniso_cos_gamma_vs_theory']):>10s} {'1':>10s}",
+            f"{'cos(Gamma, I) (plain GD would be 1)':34s} {fmt(s['aniso_cos_gamma_vs_identity']):>10s}",
+            f"{'||Gamma - Gamma*|| / ||Gamma*||':34s} {fmt(s['aniso_gamma_rel_err']):>10s} {'0':>10s}",
+            f"{'Gamma diagonal':34s} {' '.join(fmt(v, 3) for v in s['aniso_gamma_diag'])}",
+            f"{'Gamma* diagonal':34s} {' '.join(fmt(v, 3) for v in s['aniso_theory_diag'])}",
+        ]
+    return "\n".join(lines)
+
+
+def _report(run_dir: RunDir) -> str:
+    return report_from_summary(run_dir, format_summary)
+
+
+RECIPE = Recipe(
+    name="icl-one-step-gd",
+    help="one-layer linear self-attention learns one step of (preconditioned) GD (Mahankali et al.)",
+    run=run,
+    report=_report,
+)
