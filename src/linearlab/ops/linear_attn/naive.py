@@ -20,8 +20,8 @@ def _naive_one(q, k, v, scale, initial_state, output_final_state, normalize):
         S = initial_state[..., :V].to(sd)
         z = initial_state[..., V].to(sd) if normalize else None
     outs = []
-    for t in range(T):
-        qt, kt, vt = q[:, t].to(sd), k[:, t].to(sd), v[:, t].to(sd)
+    for qt, kt, vt in zip(q.unbind(1), k.unbind(1), v.unbind(1)):
+        qt, kt, vt = qt.to(sd), kt.to(sd), vt.to(sd)
         S = S + kt[..., :, None] * vt[..., None, :]
         num = scale * torch.einsum("bhk,bhkv->bhv", qt, S)
         if normalize:

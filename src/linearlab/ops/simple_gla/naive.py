@@ -21,12 +21,13 @@ def _naive_one(
     V = v.shape[-1]
     sd = state_dtype(q)
     S = q.new_zeros(B, H, K, V, dtype=sd) if initial_state is None else initial_state.to(sd)
+    gs = [None] * T if g is None else g.unbind(1)
     outs = []
-    for t in range(T):
-        if g is not None:
-            S = S * torch.exp(g[:, t])[:, :, None, None]
-        S = S + k[:, t].to(sd)[..., :, None] * v[:, t].to(sd)[..., None, :]
-        outs.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t].to(sd), S))
+    for qt, kt, vt, gt in zip(q.unbind(1), k.unbind(1), v.unbind(1), gs):
+        if gt is not None:
+            S = S * torch.exp(gt)[:, :, None, None]
+        S = S + kt.to(sd)[..., :, None] * vt.to(sd)[..., None, :]
+        outs.append(scale * torch.einsum("bhk,bhkv->bhv", qt.to(sd), S))
     o = torch.stack(outs, dim=1)
     return o, (S if output_final_state else None)
 

@@ -24,22 +24,20 @@ def recurrent_scalar_decay_fixed(
     B, T, H, K = q.shape
     V = v.shape[-1]
     sd = state_dtype(q)
-    # [B*H] batches of tiny matmuls: one bmm for the read-out, one baddbmm for the update
-    qf = (q.to(sd) * scale).transpose(1, 2).reshape(B * H, T, 1, K)
-    kf = k.to(sd).transpose(1, 2).reshape(B * H, T, K, 1)
-    vf = v.to(sd).transpose(1, 2).reshape(B * H, T, 1, V)
-    a = None if g is None else torch.exp(g).transpose(1, 2).reshape(B * H, T, 1, 1)
+    # [B*H] batches of tiny matmuls: one bmm for the read-out, one baddbmm for the update.
+    # unbind (not indexing per step): its backward is one stack, an index's is a full-size zero grad
+    qf = (q.to(sd) * scale).transpose(1, 2).reshape(B * H, T, 1, K).unbind(1)
+    kf = k.to(sd).transpose(1, 2).reshape(B * H, T, K, 1).unbind(1)
+    vf = v.to(sd).transpose(1, 2).reshape(B * H, T, 1, V).unbind(1)
+    a = None if g is None else torch.exp(g).transpose(1, 2).reshape(B * H, T, 1, 1).unbind(1)
     if initial_state is None:
         S = q.new_zeros(B * H, K, V, dtype=sd)
     else:
         S = initial_state.to(sd).reshape(B * H, K, V)
     outs = []
     for t in range(T):
-        if a is None:
-            S = torch.baddbmm(S, kf[:, t], vf[:, t])
-        else:
-            S = torch.baddbmm(S * a[:, t], kf[:, t], vf[:, t])
-        outs.append(torch.bmm(qf[:, t], S))
+        S = torch.baddbmm(S if a is None else S * a[t], kf[t], vf[t])
+        outs.append(torch.bmm(qf[t], S))
     o = torch.cat(outs, dim=1).reshape(B, H, T, V).transpose(1, 2)
     return o, (S.reshape(B, H, K, V) if output_final_state else None)
 
