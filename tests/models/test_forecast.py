@@ -123,6 +123,16 @@ def test_individual_linear_uses_one_map_per_channel():
     torch.testing.assert_close(model(x), expected)
 
 
+def test_average_init_starts_from_the_window_mean():
+    x = torch.randn(2, 30, 2)
+    for model in (Linear(30, 5, 2, init="average"), DLinear(30, 5, 2, init="average", individual=True)):
+        maps = [model.map] if isinstance(model, Linear) else [model.seasonal, model.trend]
+        with torch.no_grad():
+            for m in maps:
+                m.bias.zero_()
+        torch.testing.assert_close(model(x), x.mean(1, keepdim=True).expand(-1, 5, -1))
+
+
 def test_dlinear_decomposition_matches_a_padded_average():
     x = torch.randn(2, 30, 2, dtype=torch.float64)
     trend = moving_average(x, 25)
@@ -221,6 +231,10 @@ def test_fourier_forecaster_learns():
     [
         (lambda: Linear(0, 4, 1), "lookback: expected a positive integer, got 0"),
         (lambda: DLinear(10, 4, 1, kernel_size=4), "kernel_size: expected an odd size"),
+        (
+            lambda: NLinear(10, 4, 1, init="zeros"),
+            r"init: expected one of \('default', 'average'\), got 'zeros'",
+        ),
         (lambda: MixLinear(50, 24, 1), "lookback: MixLinear needs a multiple of period=24, got lookback=50"),
         (lambda: MixLinear(48, 24, 1, lpf=3), "lpf: expected at most L/period=2 frequency bins, got 3"),
         (lambda: MixLinear(48, 24, 1, alpha=1.5), r"alpha: expected a mixing weight in \[0, 1\], got 1.5"),

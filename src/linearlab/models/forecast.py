@@ -72,15 +72,24 @@ class Forecaster(nn.Module):
         return sum(p.numel() * (2 if p.is_complex() else 1) for p in self.parameters())
 
 
+LINEAR_INITS = ("default", "average")
+
+
 class _TimeLinear(nn.Module):
     """``nn.Linear(L, H)`` along time, shared by channels or one per channel (``individual``).
 
-    Shapes: ``[B, C, L] -> [B, C, H]``. Both forms use ``nn.Linear``'s default initialisation, as
-    LTSF-Linear does (TSLib's DLinear uses a 1/L constant init instead).
+    Shapes: ``[B, C, L] -> [B, C, H]``. ``init="default"`` is ``nn.Linear``'s initialisation, as in
+    LTSF-Linear at HEAD; ``init="average"`` sets every weight to ``1/L`` (each output starts as the
+    window mean), as TSLib's DLinear and, per LTSF-Linear issue #39, the first DLinear release did.
+    Biases keep the default initialisation in both cases.
     """
 
-    def __init__(self, lookback: int, horizon: int, n_channels: int, individual: bool) -> None:
+    def __init__(
+        self, lookback: int, horizon: int, n_channels: int, individual: bool, init: str = "default"
+    ) -> None:
         super().__init__()
+        if init not in LINEAR_INITS:
+            raise ValueError(f"init: expected one of {LINEAR_INITS}, got {init!r}")
         self.individual = individual
         shape = (n_channels, horizon, lookback) if individual else (horizon, lookback)
         self.weight = nn.Parameter(torch.empty(shape))
@@ -88,6 +97,8 @@ class _TimeLinear(nn.Module):
         bound = 1.0 / math.sqrt(lookback)  # nn.Linear's default: U(-1/sqrt(in), 1/sqrt(in))
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
+        if init == "average":
+            nn.init.constant_(self.weight, 1.0 / lookback)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.individual:
@@ -106,12 +117,15 @@ class Repeat(Forecaster):
 class Linear(Forecaster):
     """LTSF-Linear "Linear": ``y_c = W x_c + b`` along time (Zeng et al., AAAI 2023).
 
-    Parameters: ``L*H + H`` (shared) or ``C*(L*H + H)`` (``individual=True``).
+    Parameters: ``L*H + H`` (shared) or ``C*(L*H + H)`` (``individual=True``). ``init``:
+    ``"default"`` (``nn.Linear``) or ``"average"`` (weights ``1/L``).
     """
 
-    def __init__(self, lookback: int, horizon: int, n_channels: int, individual: bool = False) -> None:
+    def __init__(
+        self, lookback: int, horizon: int, n_channels: int, individual: bool = False, init: str = "default"
+    ) -> None:
         super().__init__(lookback, horizon, n_channels)
-        self.map = _TimeLinear(lookback, horizon, n_channels, individual)
+        self.map = _TimeLinear(lookback, horizon, n_channels, individual, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -144,19 +158,26 @@ def moving_average(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
 class DLinear(Forecaster):
     """LTSF-Linear "DLinear": trend = 25-step moving average, seasonal = rest, one linear map each.
 
-    ``y = W_s seasonal + b_s + W_t trend + b_t``. Parameters: ``2 (L*H + H)`` shared.
+    ``y = W_s seasonal + b_s + W_t trend + b_t``. Parameters: ``2 (L*H + H)`` shared. ``init``:
+    ``"default"`` (``nn.Linear``, LTSF-Linear at HEAD) or ``"average"`` (weights ``1/L``, TSLib).
     """
 
     def __init__(
-        self, lookback: int, horizon: int, n_channels: int, individual: bool = False, kernel_size: int = 25
+        self,
+        lookback: int,
+        horizon: int,
+        n_channels: int,
+        individual: bool = False,
+        kernel_size: int = 25,
+        init: str = "default",
     ) -> None:
         super().__init__(lookback, horizon, n_channels)
         _check_positive(kernel_size=kernel_size)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size: expected an odd size (keeps length L), got {kernel_size}")
         self.kernel_size = kernel_size
-        self.seasonal = _TimeLinear(lookback, horizon, n_channels, individual)
-        self.trend = _TimeLinear(lookback, horizon, n_channels, individual)
+        self.seasonal = _TimeLinear(lookback, horizon, n_channels, individual, init)
+        self.trend = _TimeLinear(lookback, horizon, n_channels, individual, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)

@@ -14,7 +14,7 @@ and writes into the run directory:
 With no ``--data`` it runs on the embedded synthetic series. ``--lookback`` forces one L for every
 model; by default LTSF-Linear models use 336 and MixLinear / SWIFT 720, as in their papers.
 Overridable settings (``--set``): ``seed``, ``max_epochs`` (caps every model's epochs),
-``plot_windows``, ``synthetic_rows``, ``synthetic_channels``, ``individual``.
+``plot_windows``, ``synthetic_rows``, ``synthetic_channels``, ``individual``, ``linear_init``.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ class ForecastConfig:
     synthetic_rows: int = 8000
     synthetic_channels: int = 3
     individual: bool = False  # per-channel weights for linear / nlinear / dlinear (the "-I" rows)
+    linear_init: str = "default"  # "average": 1/L weights for linear / nlinear / dlinear (TSLib)
 
 
 @dataclass
@@ -313,8 +314,11 @@ def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
             if key not in datasets:
                 datasets[key] = prepare(series, st.lookback, horizon)
             data = datasets[key]
-            if cfg.individual and name in ("linear", "nlinear", "dlinear"):
-                st.model_kwargs["individual"] = True
+            if name in ("linear", "nlinear", "dlinear"):
+                if cfg.individual:
+                    st.model_kwargs["individual"] = True
+                if cfg.linear_init != "default":
+                    st.model_kwargs["init"] = cfg.linear_init
             torch.manual_seed(cfg.seed)
             model = create_forecaster(name, st.lookback, horizon, data.n_channels, **st.model_kwargs)
 
