@@ -236,6 +236,29 @@ def test_varlen_equals_each_sequence_alone(form):
         assert_all_close(got, ref, 1e-10, "varlen chunk vs naive")
 
 
+def test_recurrent_varlen_with_value_gate_and_reverse():
+    cu = torch.tensor([0, 7, 20, 26])
+    (q, k, v, g, h0), _, _ = make_inputs(B=1, T=26, gate="medium", N=3)
+    gv = F.logsigmoid(torch.randn(v.shape, dtype=v.dtype))
+    o, ht = fused_recurrent_gla(
+        q, k, v, g, gv, initial_state=h0, output_final_state=True, reverse=True, cu_seqlens=cu
+    )
+    for n in range(3):
+        s = slice(cu[n].item(), cu[n + 1].item())
+        o_n, h_n = fused_recurrent_gla(
+            q[:, s],
+            k[:, s],
+            v[:, s],
+            g[:, s],
+            gv[:, s],
+            initial_state=h0[n : n + 1],
+            output_final_state=True,
+            reverse=True,
+        )
+        assert_rel_close(o[:, s], o_n, 1e-14, f"o seq {n}")
+        assert_rel_close(ht[n : n + 1], h_n, 1e-14, f"ht seq {n}")
+
+
 # ----------------------------------------------------------------------------------------------
 # shapes, scale, numerics
 
