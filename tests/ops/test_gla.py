@@ -15,7 +15,7 @@ from linearlab.ops.gla._intra import SAFE_SPAN, chunk_cumsum, intra_plan
 
 # Per-step log decay of each regime; chunk_gla picks a different intra-chunk form for each:
 # "mild" -> one factorised matmul per chunk, "medium" -> sub-chunks of 16 with factorised
-# diagonal blocks, "strong" -> sub-chunks with exact (masked pairwise) diagonal blocks.
+# diagonal blocks, "strong" -> sub-chunks with exact (pairwise-difference) diagonal blocks.
 GATES = {"mild": (-0.1, 0.0), "medium": (-1.5, -1.0), "strong": (-20.0, -10.0)}
 
 
