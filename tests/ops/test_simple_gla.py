@@ -360,3 +360,14 @@ def test_segmented_long_path_matches_naive(monkeypatch):
     ref = run(naive_recurrent_simple_gla, inp)
     for C in (8, 16, 64):
         compare(run(lambda C=C, **kw: chunk_simple_gla(**kw, chunk_size=C), inp), ref, 1e-10, f"C={C}")
+
+
+@pytest.mark.parametrize("fn", [chunk_simple_gla, fused_recurrent_simple_gla], ids=["chunk", "recurrent"])
+def test_varlen_gradients_match_naive(fn):
+    """Packed sequences: every gradient (including each sequence's initial state) equals the naive
+    loop's, which packs through the independent ``ops.utils.run_varlen`` path."""
+    cu = torch.tensor([0, 13, 13, 50, 61])
+    inp = make_inputs(1, 61, 2, 4, 3)
+    inp["initial_state"] = torch.randn(4, 2, 4, 3, dtype=torch.float64).requires_grad_()
+    ref = run(lambda **kw: naive_recurrent_simple_gla(**kw, cu_seqlens=cu), inp)
+    compare(run(lambda **kw: fn(**kw, cu_seqlens=cu), inp), ref, 1e-10, "varlen")
