@@ -181,6 +181,19 @@ def test_gradcheck_recurrent_both_gates_reverse():
     assert torch.autograd.gradcheck(f, (q, k, v, g, gv, h0))
 
 
+@pytest.mark.parametrize("gate", list(GATES))
+def test_many_segments_match_naive(gate, monkeypatch):
+    """Long inputs are processed in segments of chunks (state carried in forward, its gradient in
+    backward); shrink the segment to 2 chunks so that path runs at test size."""
+    import linearlab.ops.gla.chunk as chunk_module
+
+    leaves, do, dht = make_inputs(T=150, gate=gate)
+    ref = run(naive_recurrent_gla, leaves, do, dht)
+    B, _, H, K = leaves[0].shape
+    monkeypatch.setattr(chunk_module, "_SEGMENT_ELEMENTS", 32 * B * H * K)  # 32 tokens
+    assert_all_close(run(chunk_gla, leaves, do, dht, chunk_size=16), ref, 1e-10, "segmented chunk")
+
+
 # ----------------------------------------------------------------------------------------------
 # state carry-over, decoding, varlen
 

@@ -24,7 +24,10 @@ from linearlab.ops.utils import (
     state_dtype,
 )
 
-_SEGMENT_TOKENS = 2048  # tokens processed together; bounds temporary memory at long T
+# Chunks are processed in segments of about this many elements per [B, t, H, D] tensor (2048
+# tokens at B=1, H=4, D=64): bounds the temporaries (the intra-chunk forms hold a few times the
+# segment's inputs) whatever T and the batch size are.
+_SEGMENT_ELEMENTS = 2**19
 
 
 def _to_chunks(x: torch.Tensor, t0: int, t1: int, C: int, dt: torch.dtype) -> torch.Tensor:
@@ -116,7 +119,7 @@ class _ChunkGLAFunction(torch.autograd.Function):
         V = v.shape[-1]
         dt = state_dtype(q)
         sub = min(SUB, C)
-        seg = max(C, _SEGMENT_TOKENS // C * C)
+        seg = max(C, _SEGMENT_ELEMENTS // (B * H * max(K, V)) // C * C)
         S = q.new_zeros(B, H, K, V, dtype=dt) if h0 is None else h0.to(dt)
         o = q.new_empty(B, T, H, V)
         saved = []
