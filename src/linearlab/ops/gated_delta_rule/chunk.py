@@ -19,15 +19,22 @@ from linearlab.ops.utils import pad_time, state_dtype
 
 
 def _to_chunks(x: torch.Tensor, C: int, dt: torch.dtype) -> torch.Tensor:
-    """``[B, T, H, D] -> [NC, B*H, C, D]`` (time zero-padded to a multiple of C), contiguous.
+    """``[B, T, H, D] -> [NC, B*H, C, D]`` (time zero-padded to a multiple of C).
 
-    Contiguity matters: with B == 1 the reshape can return a strided view, and every batched
-    matmul on it would then copy its operand again.
+    With B == 1 (and no padding or cast) this is a strided view of ``x``, which costs no memory;
+    segments are made contiguous one at a time (:func:`_dense`) before their batched matmuls.
     """
     B, _, H, D = x.shape
     x = pad_time(x.to(dt), C)
     NC = x.shape[1] // C
-    return x.reshape(B, NC, C, H, D).permute(1, 0, 3, 2, 4).reshape(NC, B * H, C, D).contiguous()
+    return x.reshape(B, NC, C, H, D).permute(1, 0, 3, 2, 4).reshape(NC, B * H, C, D)
+
+
+def _dense(x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """A contiguous copy of one segment (optionally scaled): a strided operand would be copied
+    again by every batched matmul that reads it."""
+    x = x.contiguous()
+    return x if scale is None else x * scale
 
 
 def _from_chunks(x: torch.Tensor, B: int, H: int, T: int) -> torch.Tensor:
@@ -200,23 +207,24 @@ class _ChunkGatedDeltaRule(torch.autograd.Function):
         V = v.shape[-1]
         dt = state_dtype(q)
         # Zero padding is harmless: padded tokens have beta = 0 and k = 0 (no write), g = 0 (no decay).
-        qc = _to_chunks(q, C, dt) * scale
+        qc = _to_chunks(q, C, dt)
         kc = _to_chunks(k, C, dt)
         vc = _to_chunks(v, C, dt)
         bc = _to_chunks(beta.unsqueeze(-1), C, dt)  # [NC, BH, C, 1]
         b = None if g is None else _to_chunks(g.unsqueeze(-1), C, dt).squeeze(-1).cumsum(-1)
         NC, BH = qc.shape[:2]
         S = torch.zeros(BH, K, V, dtype=dt, device=q.device) if h0 is None else h0.to(dt).reshape(BH, K, V)
-        states = qc.new_empty((NC, BH, K, V))  # state entering each chunk
-        wu = qc.new_empty((NC, BH, C, K + V))
-        vn = qc.new_empty((NC, BH, C, V))  # pseudo-values U - W S
+        states = vc.new_empty((NC, BH, K, V))  # state entering each chunk
+        wu = vc.new_empty((NC, BH, C, K + V))
+        vn = vc.new_empty((NC, BH, C, V))  # pseudo-values U - W S
         o = torch.empty_like(vn)
         step = _segment_chunks(BH, C, max(K, V, C))
         for s in range(0, NC, step):
             i = slice(s, s + step)
             S = _forward_segment(
-                qc[i], kc[i], vc[i], bc[i], None if b is None else b[i], S, states[i], wu[i], vn[i], o[i]
-            )
+                _dense(qc[i], scale), _dense(kc[i]), _dense(vc[i]), bc[i], None if b is None else b[i],
+                S, states[i], wu[i], vn[i], o[i],
+            )  # fmt: skip
         ctx.save_for_backward(qc, kc, vc, bc, b, states, wu, vn, h0)
         ctx.meta = (B, T, H, C, scale, q.dtype, k.dtype, v.dtype, beta.dtype, None if g is None else g.dtype)
         return _from_chunks(o, B, H, T).to(q.dtype), S.reshape(B, H, K, V)
@@ -229,7 +237,8 @@ class _ChunkGatedDeltaRule(torch.autograd.Function):
         NC, BH, _, K = kc.shape
         V = vc.shape[-1]
         doc = _to_chunks(do, C, kc.dtype)
-        dq, dk, dv = torch.empty_like(qc), torch.empty_like(kc), torch.empty_like(vc)
+        dq, dk = kc.new_empty(kc.shape), kc.new_empty(kc.shape)
+        dv = vc.new_empty(vc.shape)
         dbeta = kc.new_empty((NC, BH, C))
         dg = None if b is None else torch.empty_like(b)
         dS = kc.new_zeros((BH, K, V)) if dht is None else dht.to(kc.dtype).reshape(BH, K, V)
@@ -237,7 +246,8 @@ class _ChunkGatedDeltaRule(torch.autograd.Function):
         for s in reversed(range(0, NC, step)):
             i = slice(s, s + step)
             dS = _backward_segment(
-                qc[i], kc[i], vc[i], bc[i], None if b is None else b[i], states[i], wu[i], vn[i], doc[i],
+                _dense(qc[i], scale), _dense(kc[i]), _dense(vc[i]), bc[i], None if b is None else b[i],
+                states[i], wu[i], vn[i], _dense(doc[i]),
                 dS, dq[i], dk[i], dv[i], dbeta[i], None if dg is None else dg[i],
             )  # fmt: skip
 
