@@ -8,6 +8,9 @@ See ``README.md`` in this folder for the equations.
 Numerics: every exponent used here is ``<= 0``. ``b`` is the cumulative log decay *local to its
 chunk*, so ``exp(b_i)``, ``exp(b_C - b_j)`` and ``exp(b_i - b_j)`` (j <= i, masked to -inf above the
 diagonal before the exp) are all in ``[0, 1]``; strong gates underflow to 0 instead of overflowing.
+Decay factors below ``exp(LOG_TINY)`` are set to exactly 0 (see ``_decay``): CPUs compute on
+subnormal floats tens of times slower, and strong fixed decays (Lightning's -6 per step) would
+otherwise fill whole chunks with them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ from linearlab.ops.simple_gla._common import (
     validate,
 )
 from linearlab.ops.utils import check_qkv, pad_time, state_dtype
+
+#: log-decays below this are treated as -inf (factor exactly 0). exp(-60) ~ 1e-26 in float32 and
+#: exp(-600) ~ 1e-261 in float64 stay far above the subnormal range even after one more product,
+#: and a dropped term is < 1e-26 of the diagonal term (factor 1) of its row: below rounding.
+LOG_TINY = {torch.float32: -60.0, torch.float64: -600.0}
+
+
+def _decay(x: torch.Tensor) -> torch.Tensor:
+    """``exp(x)`` in place for log-decays ``x <= 0``, flushing tiny factors to exactly 0."""
+    return x.masked_fill_(x < LOG_TINY[x.dtype], float("-inf")).exp_()
 
 
 def _state_scan(a: torch.Tensor | None, U: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
@@ -128,12 +141,12 @@ class _ChunkScalarDecay(torch.autograd.Function):
         if g is not None:
             b = g.cumsum(-1)  # chunk-local cumulative log decay
             bC = b[..., -1]  # [N, B, H]
-            a = torch.exp(bC)
+            a = _decay(bC.clone())
             diff = (b[..., :, None] - b[..., None, :]).masked_fill_(~_causal(C, q.device), float("-inf"))
-            D = diff.exp_()  # D_ij = exp(b_i - b_j) for j <= i, else 0 (masked before the exp)
+            D = _decay(diff)  # D_ij = exp(b_i - b_j) for j <= i, else 0 (masked before the exp)
             A.mul_(D)
-            f = torch.exp(bC[..., None] - b)  # decay from token j to the chunk end
-            qe = q * torch.exp(b).mul_(scale)[..., None]  # scale * exp(b_i) q_i
+            f = _decay(bC[..., None] - b)  # decay from token j to the chunk end
+            qe = q * _decay(b.clone()).mul_(scale)[..., None]  # scale * exp(b_i) q_i
             kd = k * f[..., None]
         else:
             b = a = D = f = None
@@ -168,7 +181,7 @@ class _ChunkScalarDecay(torch.autograd.Function):
         # inter-chunk read: o_inter = qe S_prev with qe = scale exp(b) q
         X = _mm(do, Sprev.transpose(-1, -2))  # [N, B, H, C, K]
         # without a gate X is not needed again (no gate gradient), so scale it in place
-        dq = X.mul_(scale) if b is None else X * torch.exp(b).mul_(scale)[..., None]
+        dq = X.mul_(scale) if b is None else X * _decay(b.clone()).mul_(scale)[..., None]
         _mm(P, k, alpha=scale, out=dq)
         dk = _mm(P.transpose(-1, -2), q, alpha=scale)
         G = _grad_scan(a, _mm(qe.transpose(-1, -2), do), dht)  # R_c = qe^T dO
