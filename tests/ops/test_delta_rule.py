@@ -335,7 +335,13 @@ def _bad(family: str, **override):
         ({"beta": torch.full((2, 5, 2), math.nan, dtype=torch.float64)}, r"beta: must be finite"),
         ({"beta": torch.ones(2, 5, 2, dtype=torch.long)}, r"beta: expected a floating-point tensor"),
         ({"beta": torch.rand(2, 5, 2, device="meta")}, r"beta: on device meta"),
+        ({"k": torch.randn(2, 5, 2, 4, device="meta")}, r"q, k, v: all tensors must be on one device"),
         ({"h0": torch.randn(2, 2, 3, 4)}, r"initial_state: expected shape \[N, H, K, V\] = \[2, 2, 4, 3\]"),
+        ({"h0": torch.randn(2, 2, 4, 3, device="meta")}, r"initial_state: on device meta"),
+        (
+            {"h0": torch.ones(2, 2, 4, 3, dtype=torch.int32)},
+            r"initial_state: expected a floating-point tensor",
+        ),
         ({"cu_seqlens": torch.tensor([0, 5])}, r"cu_seqlens: packed sequences need batch size B == 1"),
         ({"scale": "big"}, r"scale: expected a float or None, got str"),
     ],
@@ -353,6 +359,7 @@ def test_errors_name_the_argument(family, form, override, match):
         (torch.full((2, 5, 2), 0.5, dtype=torch.float64), r"g: log-space gates must be <= 0.*max 0.5"),
         (torch.full((2, 5, 2), -math.inf, dtype=torch.float64), r"g: must be finite"),
         (torch.zeros(2, 5, 1, dtype=torch.float64), r"g: expected shape \[2, 5, 2\], got \[2, 5, 1\]"),
+        (torch.zeros(2, 5, 2, device="meta"), r"g: on device meta"),
     ],
 )
 def test_gate_errors(form, g, match):
