@@ -135,7 +135,7 @@ class DeepLinearNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: [..., d_in]`` -> ``[..., d_out]``."""
-        return x @ self.product().T
+        return x @ self.product().T.to(x.dtype)
 
 
 def mode_strengths(
@@ -162,7 +162,11 @@ def train_full_batch(
         raise ValueError(f"steps: expected an integer >= 0, got {steps!r}")
     target = target.double()
     products, losses = [], []
-    for _ in tqdm(range(steps + 1), disable=not progress, desc=f"deep linear L={net.depth}", leave=False):
+    # disable=None lets tqdm hide the bar when stderr is not a terminal
+    bar = tqdm(
+        range(steps + 1), disable=None if progress else True, desc=f"deep linear L={net.depth}", leave=False
+    )
+    for _ in bar:
         net.zero_grad(set_to_none=True)
         p = net.product()
         loss = 0.5 * ((target - p) ** 2).sum()
