@@ -183,19 +183,19 @@ class _ChunkScalarDecay(torch.autograd.Function):
         # without a gate X is not needed again (no gate gradient), so scale it in place
         dq = X.mul_(scale) if b is None else X * _decay(b.clone()).mul_(scale)[..., None]
         _mm(P, k, alpha=scale, out=dq)
-        dk = _mm(P.transpose(-1, -2), q, alpha=scale)
         G = _grad_scan(a, _mm(qe.transpose(-1, -2), do), dht)  # R_c = qe^T dO
         Gnext = G[1:]
         # state write: U = (k * f)^T v
-        Y = _mm(v, Gnext.transpose(-1, -2))  # [N, B, H, C, K]
-        dk_inter = Y if f is None else Y.mul_(f[..., None])
+        dk = _mm(v, Gnext.transpose(-1, -2))  # [N, B, H, C, K], inter part first
+        if f is not None:
+            dk.mul_(f[..., None])
         _mm(kd, Gnext, out=dv)
-        dk.add_(dk_inter)
         dg = None
         if b is not None and ctx.needs_input_grad[3]:
             r = (X * qe).sum(-1)  # dO_i . o_inter_i
-            dlog = (dk_inter * k).sum(-1)
+            dlog = (dk * k).sum(-1)  # uses the inter part of dk only
             dg = _gate_grad(dA.mul_(A), r, dlog, a * (Gnext * Sprev).sum((-1, -2)))
+        _mm(P.transpose(-1, -2), q, alpha=scale, out=dk)  # + intra part
         dh0 = G[0] if ctx.has_h0 else None
         return dq, dk, dv, dg, dh0, None
 
