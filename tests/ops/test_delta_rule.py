@@ -192,10 +192,15 @@ def test_token_by_token_decoding_equals_chunk(family):
     assert rel_rmse(state, ht) < 1e-12
 
 
+# [0, 5, 5, 23, 40] runs as one padded batch (and has an empty sequence, which must keep its
+# initial state); [0, 1, 2, 40] is too uneven to pad and runs sequence by sequence.
+VARLEN_CASES = [[0, 5, 5, 23, 40], [0, 1, 2, 40]]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("form", ["chunk", "recurrent", "naive"])
-def test_varlen_equals_each_sequence_alone(family, form):
-    cu = [0, 5, 5, 23, 40]  # includes an empty sequence, which must keep its initial state
+@pytest.mark.parametrize("cu", VARLEN_CASES)
+def test_varlen_equals_each_sequence_alone(family, form, cu):
     x = make_inputs(family, B=1, T=40, N=len(cu) - 1)
     o, ht = call(family, form, x, output_final_state=True, cu_seqlens=torch.tensor(cu))
     for n, (s, e) in enumerate(zip(cu[:-1], cu[1:])):
@@ -206,6 +211,20 @@ def test_varlen_equals_each_sequence_alone(family, form):
         o_n, h_n = call(family, "naive", alone, initial_state=x["h0"][n : n + 1], output_final_state=True)
         assert rel_rmse(o[:, s:e], o_n) < 1e-10
         assert rel_rmse(ht[n : n + 1], h_n) < 1e-10
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("cu", VARLEN_CASES)
+def test_varlen_gradients_match_reference(family, cu):
+    x = make_inputs(family, B=1, T=40, N=len(cu) - 1)
+    cu_t = torch.tensor(cu)
+    ref = outputs_and_grads(family, "naive", x, cu_seqlens=cu_t)
+    for form in ("chunk", "recurrent"):
+        got = outputs_and_grads(
+            family, form, x, cu_seqlens=cu_t, **({"chunk_size": 16} if form == "chunk" else {})
+        )
+        for name, t in ref.items():
+            assert rel_rmse(got[name], t) < 1e-10, (form, name)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -58,5 +58,6 @@ def chunk_delta_rule(
         output_final_state,
         use_qk_l2norm_in_kernel,
         cu_seqlens,
+        batch_varlen=True,
         chunk_size=chunk_size,
     )

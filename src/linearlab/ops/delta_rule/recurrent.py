@@ -51,4 +51,5 @@ def fused_recurrent_delta_rule(
         output_final_state,
         use_qk_l2norm_in_kernel,
         cu_seqlens,
+        batch_varlen=True,
     )

@@ -334,5 +334,6 @@ def chunk_gated_delta_rule(
         output_final_state,
         use_qk_l2norm_in_kernel,
         cu_seqlens,
+        batch_varlen=True,
         chunk_size=chunk_size,
     )
