@@ -278,7 +278,10 @@ def chunk_core(
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Unchecked chunked form for one fixed-length batch; ``g=None`` is the delta rule."""
-    o, ht = _ChunkGatedDeltaRule.apply(q, k, v, g, beta, initial_state, scale, chunk_size)
+    # A sequence shorter than a chunk would be mostly padding: shrink the chunk to the next power
+    # of two >= T (at least 16). The result does not depend on the chunk size, only the cost.
+    C = min(chunk_size, max(16, 1 << (q.shape[1] - 1).bit_length()))
+    o, ht = _ChunkGatedDeltaRule.apply(q, k, v, g, beta, initial_state, scale, C)
     return o, (ht if output_final_state else None)
 
 
