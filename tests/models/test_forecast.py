@@ -15,6 +15,7 @@ from linearlab.models.forecast import (
     MixLinear,
     NLinear,
     Repeat,
+    conv1d_same,
     create_forecaster,
     haar_forward,
     haar_inverse,
@@ -145,6 +146,12 @@ def test_dlinear_decomposition_matches_a_padded_average():
     torch.testing.assert_close(model(x), manual.transpose(1, 2))
 
 
+def test_conv1d_same_matches_torch():
+    x = torch.randn(3, 2, 17, dtype=torch.float64)
+    weight = torch.randn(2, 2, 5, dtype=torch.float64)
+    torch.testing.assert_close(conv1d_same(x, weight), torch.nn.functional.conv1d(x, weight, padding=2))
+
+
 def test_haar_round_trip_and_energy():
     x = torch.randn(3, 16, dtype=torch.float64)
     a, d = haar_forward(x)
@@ -235,6 +242,7 @@ def test_fourier_forecaster_learns():
             lambda: NLinear(10, 4, 1, init="zeros"),
             r"init: expected one of \('default', 'average'\), got 'zeros'",
         ),
+        (lambda: MixLinear(46, 23, 1, period=23), "period: expected an even period"),
         (lambda: MixLinear(50, 24, 1), "lookback: MixLinear needs a multiple of period=24, got lookback=50"),
         (lambda: MixLinear(48, 24, 1, lpf=3), "lpf: expected at most L/period=2 frequency bins, got 3"),
         (lambda: MixLinear(48, 24, 1, alpha=1.5), r"alpha: expected a mixing weight in \[0, 1\], got 1.5"),

@@ -187,6 +187,22 @@ class DLinear(Forecaster):
         return out.transpose(1, 2)
 
 
+def conv1d_same(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Zero-padded "same" 1-D convolution: ``x: [N, C_in, T]``, ``weight: [C_out, C_in, k]`` (k odd).
+
+    Equals ``F.conv1d(x, weight, padding=k // 2)``, computed as a sum of ``k`` shifted slices:
+    CPU convolution kernels (and an unfold, which materialises ``k`` copies) are slow for the 1-2
+    channel, many-series, long-window shapes used here.
+    """
+    k, length = weight.shape[-1], x.shape[-1]
+    padded = F.pad(x, (k // 2, k // 2))
+    out = None
+    for j in range(k):
+        term = torch.einsum("nct,oc->not", padded[..., j : j + length], weight[..., j])
+        out = term if out is None else out + term
+    return out
+
+
 def _channel_independent(x: torch.Tensor) -> torch.Tensor:
     """``[B, L, C] -> [B*C, L]``: every channel becomes its own univariate series."""
     return x.transpose(1, 2).reshape(-1, x.shape[1])
@@ -230,6 +246,10 @@ class MixLinear(Forecaster):
     ) -> None:
         super().__init__(lookback, horizon, n_channels)
         _check_positive(period=period, lpf=lpf, rank=rank)
+        if period % 2:
+            raise ValueError(
+                f"period: expected an even period (smoothing kernel period+1 is odd), got {period}"
+            )
         if lookback % period:
             raise ValueError(
                 f"lookback: MixLinear needs a multiple of period={period}, got lookback={lookback}"
@@ -266,7 +286,7 @@ class MixLinear(Forecaster):
         series = _channel_independent(x)  # [N, L]
         mean = series.mean(dim=1, keepdim=True)
         series = series - mean
-        series = series + self.smooth(series[:, None]).squeeze(1)
+        series = series + conv1d_same(series[:, None], self.smooth.weight).squeeze(1)
         seg = series.reshape(-1, self.n_in, self.period).transpose(1, 2)  # [N, w, n]
 
         padded = F.pad(seg, (0, self.s_x**2 - self.n_in))
@@ -333,7 +353,7 @@ class SWIFT(Forecaster):
         series = _channel_independent(x)
         mean = series.mean(dim=1, keepdim=True)
         bands = torch.stack(haar_forward(series - mean), dim=1)  # [N, 2, L/2]
-        bands = self.dropout(bands + self.mix(bands))
+        bands = self.dropout(bands + conv1d_same(bands, self.mix.weight))
         out = self.map(bands)  # [N, 2, H/2]
         y = haar_inverse(out[:, 0], out[:, 1]) + mean
         return _back_to_channels(y, x.shape[0])
