@@ -135,7 +135,7 @@ def interleave(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     zeros, ones = x.new_zeros(B, N, 1), x.new_ones(B, N, 1)
     query = torch.cat([x, zeros, zeros], dim=-1)
     example = torch.cat([x, y.unsqueeze(-1), ones], dim=-1)
-    return torch.stack([query, example], dim=2).reshape(B, 2 * N, -1)
+    return torch.stack([query, example], dim=2).reshape(B, 2 * N, x.shape[-1] + 2)
 
 
 class CausalSoftmaxAttention(nn.Module):

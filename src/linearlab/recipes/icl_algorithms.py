@@ -44,7 +44,7 @@ class Config:
     num_heads: int = 2
     mixer: str = "builtin"
     mixer_kwargs: dict = field(default_factory=dict)
-    steps: int = 1500
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 1e-3
     gd_steps: int = 5
@@ -58,14 +58,14 @@ class Config:
 
 def _smoke(cfg: Config) -> Config:
     return Config(
-        noise_stds=[0.0, 0.5],
-        d_model=32,
+        n_points=8,
+        d_model=16,
         n_layers=2,
-        steps=40,
-        eval_prompts=100,
-        ilwd_prompts=16,
-        probe_train=200,
-        probe_test=100,
+        steps=20,
+        eval_prompts=64,
+        ilwd_prompts=8,
+        probe_train=100,
+        probe_test=50,
     )
 
 

@@ -151,14 +151,14 @@ def _plot(run_dir: RunDir, figures: list) -> None:
         row[0].set(title=f"{tag}: training loss", xlabel="step")
         row[0].legend()
         k = min(2000, len(pred))
-        row[1].scatter(gd_plain[:k], pred[:k], s=3, alpha=0.5)
+        row[1].scatter(gd_plain[:k].numpy(), pred[:k].numpy(), s=3, alpha=0.5)
         row[1].set(
             title=f"{tag}: LSA vs one GD step (eta = 1)", xlabel="(1/n) sum y_i x_i^T x_q", ylabel="LSA"
         )
         both = torch.stack([gamma.float(), target.float()])
         lim = float(both.abs().max())
         row[2].imshow(
-            torch.cat([gamma, torch.full((gamma.shape[0], 1), float("nan")), target], 1),
+            torch.cat([gamma, torch.full((gamma.shape[0], 1), float("nan")), target], 1).numpy(),
             cmap="RdBu",
             vmin=-lim,
             vmax=lim,
