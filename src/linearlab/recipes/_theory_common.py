@@ -17,13 +17,17 @@ C = TypeVar("C")
 
 
 def setup(args: argparse.Namespace, run_dir: RunDir, default: C, smoke: Callable[[C], C]) -> C:
-    """Apply ``--smoke`` (shrink) then ``--set`` overrides, write ``config.json`` and seed torch."""
+    """Apply ``--smoke`` (shrink) then ``--set`` overrides, write ``config.json``, seed torch and use one
+    intra-op thread."""
     cfg = smoke(default) if getattr(args, "smoke", False) else default
     cfg = apply_overrides(cfg, list(getattr(args, "set", []) or []))
     record = to_dict(cfg)
     record["smoke"] = bool(getattr(args, "smoke", False))
     run_dir.write_config(record)
     torch.manual_seed(getattr(cfg, "seed", 0))
+    # these recipes move tiny tensors: extra intra-op threads only add synchronisation, and on a
+    # shared machine their spin-waiting costs several times the work itself
+    torch.set_num_threads(1)
     return cfg
 
 
