@@ -36,7 +36,6 @@ from linearlab.recipes import Recipe
 from linearlab.runs import RunDir
 from linearlab.tasks.forecasting import (
     ForecastData,
-    Series,
     evaluate,
     load_csv,
     prepare,
@@ -412,4 +411,4 @@ RECIPE = Recipe(
     report=report,
 )
 
-__all__ = ["RECIPE", "ForecastConfig", "Series", "settings_for", "train_forecaster", "learning_rate"]
+__all__ = ["RECIPE", "ForecastConfig", "TrainSettings", "learning_rate", "settings_for", "train_forecaster"]
