@@ -57,10 +57,25 @@ def _decays(
     causal = torch.ones(C, C, dtype=torch.bool, device=device).tril()
     if b is None:
         return causal.to(dt), None, None, None
+    # Decays below exp(cut) are flushed to exactly 0: they are far below the dtype's resolution
+    # next to the current token's own term (factor 1; float32 eps ~ exp(-16)), and left alone
+    # they (or products of two of them) become subnormal numbers, which made strong gates 2-5x
+    # slower on CPU. The cut keeps products of two factors normal (float32: exp(-87) and up).
+    cut = -300.0 if dt == torch.float64 else -40.0
+
+    def exp_flushed(x: torch.Tensor) -> torch.Tensor:
+        return x.masked_fill(x < cut, float("-inf")).exp_()
+
     # Mask BEFORE exp: the upper triangle holds positive differences that could overflow.
-    D = (b.unsqueeze(-1) - b.unsqueeze(-2)).masked_fill_(~causal, float("-inf")).exp_()
+    diff = b.unsqueeze(-1) - b.unsqueeze(-2)
+    D = diff.masked_fill_(~causal | (diff < cut), float("-inf")).exp_()
     b_last = b[..., -1:]
-    return D, b.exp().unsqueeze(-1), (b_last - b).exp().unsqueeze(-1), b_last.exp().unsqueeze(-1)
+    return (
+        D,
+        exp_flushed(b).unsqueeze(-1),
+        exp_flushed(b_last - b).unsqueeze(-1),
+        exp_flushed(b_last).unsqueeze(-1),
+    )
 
 
 def _solve_unit_lower(lower: torch.Tensor, rhs: torch.Tensor, transpose: bool = False) -> torch.Tensor:
@@ -73,6 +88,17 @@ def _solve_unit_lower(lower: torch.Tensor, rhs: torch.Tensor, transpose: bool = 
     """
     a = lower if transpose else lower.mT
     return torch.linalg.solve_triangular(a, rhs.mT, upper=not transpose, left=False, unitriangular=True).mT
+
+
+def _flush_tiny_(x: torch.Tensor) -> torch.Tensor:
+    """Set entries below 1e-30 (1e-290 in float64) to 0, in place.
+
+    With strong gates the triangular solves leave residues of decayed terms at the edge of the
+    float range; as subnormal numbers they slow every later matmul down several-fold on CPU,
+    while their value is ~1e-23 below the dtype's resolution relative to O(1) entries.
+    """
+    tiny = 1e-290 if x.dtype == torch.float64 else 1e-30
+    return x.masked_fill_(x.abs() < tiny, 0.0)
 
 
 def _segment_chunks(BH: int, C: int, D: int) -> int:
@@ -97,6 +123,8 @@ def _forward_segment(qc, kc, vc, bc, b, S, states, wu, vn, o):
     lower = (kc @ kc.mT).mul_(D).mul_(bc).tril_(-1)
     rhs = torch.cat([kc * (bc if head is None else bc * head), vc * bc], -1)
     wu.copy_(_solve_unit_lower(lower, rhs))
+    if b is not None:
+        _flush_tiny_(wu)
     w, u = wu[..., :K], wu[..., K:]
 
     k_sT = (kc if tail is None else kc * tail).mT
@@ -164,6 +192,8 @@ def _backward_segment(qc, kc, vc, bc, b, states, wu, vn, doc, dS, dq, dk, dv, db
     E = (kc @ kc.mT).mul_(D)
     lower = (E * bc).tril_(-1)
     dR = _solve_unit_lower(lower, dwu, transpose=True)
+    if gated:
+        _flush_tiny_(dR)
     del lower, dwu
     dE = (dR @ wu.mT).tril_(-1).neg_()  # dA, then scaled by beta below
     torch.sum(dE * E, -1, out=dbeta)
