@@ -37,51 +37,37 @@ def _decay(x: torch.Tensor) -> torch.Tensor:
     return x.masked_fill_(x < LOG_TINY[x.dtype], float("-inf")).exp_()
 
 
-def _state_scan(a: torch.Tensor | None, U: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
-    """States entering each chunk and after the last: ``[N + 1, B, H, K, V]``.
+def _state_scan(a: torch.Tensor | None, U: torch.Tensor, S: torch.Tensor) -> None:
+    """Fill ``S[1:]`` in place: ``S[c+1] = a_c S[c] + U_c`` (``a: [n, B, H]``, None: no decay).
 
-    ``S^(0) = h0``, ``S^(c+1) = a_c S^(c) + U_c`` with ``a: [N, B, H]`` (None: no decay). The chunk
-    dim comes first so that each ``S[c]`` is contiguous and the loop writes in place without copies.
+    ``S: [n + 1, B, H, K, V]`` with ``S[0]`` already set. The chunk dim comes first, so each
+    ``S[c]`` is contiguous and every step writes in place; ``n`` is at most the chunks of one
+    segment, and on CPU this loop beats a cumsum along the outer dim (no decay) by a wide margin.
     """
-    N = U.shape[0]
-    S = U.new_empty(N + 1, *U.shape[1:])
-    if h0 is None:
-        S[0].zero_()
-    else:
-        S[0].copy_(h0)
-    # a plain loop of in-place [B, H, K, V] updates: N is at most SEGMENT_TOKENS / C, and on CPU
-    # this beats cumsum along the outer dim (no decay) by a wide margin
     a5 = None if a is None else a[..., None, None]
-    for c in range(N):
+    for c in range(U.shape[0]):
         if a5 is None:
             torch.add(U[c], S[c], out=S[c + 1])
         else:
             torch.addcmul(U[c], S[c], a5[c], out=S[c + 1])
-    return S
 
 
-def _grad_scan(a: torch.Tensor | None, R: torch.Tensor, dht: torch.Tensor | None) -> torch.Tensor:
-    """Reverse scan of the state gradient: ``[N + 1, B, H, K, V]``, entry c is dL/dS^(c).
+def _grad_scan(a: torch.Tensor | None, R: torch.Tensor, G: torch.Tensor) -> None:
+    """Fill ``G[:-1]`` in place, backwards: ``G[c] = R_c + a_c G[c+1]`` (``G[-1]`` already set).
 
-    ``G^(N) = dht``, ``G^(c) = R_c + a_c G^(c+1)`` where ``R_c`` is the gradient from chunk c's reads.
+    ``G[c]`` is dL/dS^(c), the gradient of the state entering chunk c; ``R_c`` is the gradient
+    from chunk c's reads of it.
     """
-    N = R.shape[0]
-    G = R.new_empty(N + 1, *R.shape[1:])
-    if dht is None:
-        G[N].zero_()
-    else:
-        G[N].copy_(dht)
     a5 = None if a is None else a[..., None, None]
-    for c in range(N - 1, -1, -1):
+    for c in range(R.shape[0] - 1, -1, -1):
         if a5 is None:
             torch.add(R[c], G[c + 1], out=G[c])
         else:
             torch.addcmul(R[c], G[c + 1], a5[c], out=G[c])
-    return G
 
 
 def _gate_grad(W: torch.Tensor, r: torch.Tensor, dlog: torch.Tensor, dend: torch.Tensor) -> torch.Tensor:
-    """Gradient w.r.t. the per-token gate ``g_t`` of a chunk, ``[N, B, H, C]``.
+    """Gradient w.r.t. the per-token gate ``g_t`` of a chunk, ``[n, B, H, C]``.
 
     With ``b = cumsum(g)`` inside the chunk, each decay factor depends on a *sum of gates over a
     range*, so ``dg_t`` collects exactly the terms whose range contains t:
@@ -106,23 +92,43 @@ def _gate_grad(W: torch.Tensor, r: torch.Tensor, dlog: torch.Tensor, dend: torch
 
 
 def _mm(
-    a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0, out: torch.Tensor | None = None
+    a: torch.Tensor,
+    b: torch.Tensor,
+    alpha: float = 1.0,
+    out: torch.Tensor | None = None,
+    accumulate: bool = False,
 ) -> torch.Tensor:
-    """``alpha * a @ b`` over the leading (batch) dims, accumulated into ``out`` in place if given.
+    """``alpha * a @ b`` over the leading (batch) dims, written to (or added into) ``out``.
 
-    One BLAS call: the scale and the accumulation ride on ``baddbmm`` instead of extra passes.
+    One BLAS call: the scale, the destination and the accumulation ride on ``bmm``/``baddbmm``
+    instead of extra elementwise passes and fresh allocations.
     """
     a3, b3 = a.flatten(0, -3), b.flatten(0, -3)
-    if out is not None:
-        out.flatten(0, -3).baddbmm_(a3, b3, alpha=alpha)
-        return out
-    # beta=0 ignores the (scalar, broadcast) input, so nothing is read from it
-    r = torch.bmm(a3, b3) if alpha == 1.0 else torch.baddbmm(a3.new_zeros(()), a3, b3, beta=0.0, alpha=alpha)
-    return r.view(*a.shape[:-1], b.shape[-1])
+    if out is None:
+        out = a.new_empty(*a.shape[:-1], b.shape[-1])
+    o3 = out.flatten(0, -3)
+    if accumulate:
+        o3.baddbmm_(a3, b3, alpha=alpha)
+    elif alpha == 1.0:
+        torch.bmm(a3, b3, out=o3)
+    else:
+        # beta=0 ignores the (scalar, broadcast) input, so nothing is read from it
+        torch.baddbmm(a3.new_zeros(()), a3, b3, beta=0.0, alpha=alpha, out=o3)
+    return out
 
 
 def _causal(C: int, device: torch.device) -> torch.Tensor:
     return torch.ones(C, C, dtype=torch.bool, device=device).tril_()
+
+
+#: tokens per segment: the chunks are processed in segments of about this many tokens, so each
+#: step's temporaries stay cache-sized and the cost per token does not grow with T
+SEGMENT_TOKENS = 2048
+
+
+def _segments(N: int, C: int) -> list[tuple[int, int]]:
+    per = max(1, SEGMENT_TOKENS // C)
+    return [(n0, min(N, n0 + per)) for n0 in range(0, N, per)]
 
 
 class _ChunkScalarDecay(torch.autograd.Function):
@@ -130,72 +136,96 @@ class _ChunkScalarDecay(torch.autograd.Function):
 
     q, k: ``[N, B, H, C, K]``; v: ``[N, B, H, C, V]``; g: ``[N, B, H, C]`` per-token log decay or
     None; h0: ``[B, H, K, V]`` or None. All contiguous, in the compute dtype (float32/float64).
-    Chunks lead so that the per-chunk states of the scan are contiguous slices.
+    Chunks lead, so a run of chunks (a segment) or one chunk's state is a contiguous slice: forward
+    and backward walk the segments in order (reverse order for backward), writing into full-size
+    outputs, with small per-segment temporaries.
     """
 
     @staticmethod
     def forward(ctx, q, k, v, g, h0, scale: float):
-        C = q.shape[3]
-        kT = k.transpose(-1, -2)
-        A = _mm(q, kT, alpha=scale)  # scale * q_i . k_j
+        N, C = q.shape[0], q.shape[3]
+        causal = _causal(C, q.device)
+        A = q.new_empty(*q.shape[:-1], C)  # scale (q_i . k_j) D_ij, per chunk
+        o = v.new_empty(v.shape)
+        S = q.new_empty(N + 1, *q.shape[1:3], q.shape[-1], v.shape[-1])  # state entering each chunk
+        if h0 is None:
+            S[0].zero_()
+        else:
+            S[0].copy_(h0)
         if g is not None:
             b = g.cumsum(-1)  # chunk-local cumulative log decay
             bC = b[..., -1]  # [N, B, H]
             a = _decay(bC.clone())
-            diff = (b[..., :, None] - b[..., None, :]).masked_fill_(~_causal(C, q.device), float("-inf"))
-            D = _decay(diff)  # D_ij = exp(b_i - b_j) for j <= i, else 0 (masked before the exp)
-            A.mul_(D)
             f = _decay(bC[..., None] - b)  # decay from token j to the chunk end
             qe = q * _decay(b.clone()).mul_(scale)[..., None]  # scale * exp(b_i) q_i
             kd = k * f[..., None]
+            D = q.new_empty(A.shape)
         else:
-            b = a = D = f = None
-            A.masked_fill_(~_causal(C, q.device), 0.0)
+            b = a = f = D = None
             qe, kd = q * scale, k
-        S = _state_scan(a, _mm(kd.transpose(-1, -2), v), h0)  # U_c = (k * f)^T v
-        o = _mm(A, v)
-        _mm(qe, S[:-1], out=o)
-        ht = S[-1].clone()
+        for n0, n1 in _segments(N, C):
+            s = slice(n0, n1)
+            _mm(q[s], k[s].transpose(-1, -2), alpha=scale, out=A[s])
+            if b is not None:
+                diff = (b[s, ..., :, None] - b[s, ..., None, :]).masked_fill_(~causal, float("-inf"))
+                D[s] = _decay(diff)  # D_ij = exp(b_i - b_j) for j <= i, else 0 (masked before the exp)
+                A[s].mul_(D[s])
+            else:
+                A[s].masked_fill_(~causal, 0.0)
+            _state_scan(None if a is None else a[s], _mm(kd[s].transpose(-1, -2), v[s]), S[n0 : n1 + 1])
+            _mm(A[s], v[s], out=o[s])
+            _mm(qe[s], S[n0:n1], out=o[s], accumulate=True)
         ctx.scale = scale
         ctx.set_materialize_grads(False)
         ctx.has_h0 = h0 is not None
-        # qe and kd are kept (not recomputed): two fewer broadcast passes in backward for 2 more
-        # chunk-sized tensors of memory
+        # qe and kd are kept (not recomputed): two fewer broadcast passes in backward
         ctx.save_for_backward(q, k, v, b, A, D, S, a, f, qe, kd)
-        return o, ht
+        return o, S[-1].clone()
 
     @staticmethod
     def backward(ctx, do, dht):
         q, k, v, b, A, D, S, a, f, qe, kd = ctx.saved_tensors
         scale = ctx.scale
+        N, C = q.shape[0], q.shape[3]
+        causal = _causal(C, q.device)
         if do is None:
-            do = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
+            do = v.new_zeros(v.shape)
         # e.g. the gradient of o.sum() is an expanded (stride-0) tensor: bmm would then loop over
         # the batch with a copy per matrix, so pay for one dense copy instead
         do = do.contiguous()
-        Sprev = S[:-1]
-        # intra-chunk: o_intra = A v, A = scale (q k^T) * D
-        dA = _mm(do, v.transpose(-1, -2))
-        dv = _mm(A.transpose(-1, -2), do)
-        P = dA * D if D is not None else dA.masked_fill(~_causal(q.shape[3], q.device), 0.0)
-        # inter-chunk read: o_inter = qe S_prev with qe = scale exp(b) q
-        X = _mm(do, Sprev.transpose(-1, -2))  # [N, B, H, C, K]
-        # without a gate X is not needed again (no gate gradient), so scale it in place
-        dq = X.mul_(scale) if b is None else X * _decay(b.clone()).mul_(scale)[..., None]
-        _mm(P, k, alpha=scale, out=dq)
-        G = _grad_scan(a, _mm(qe.transpose(-1, -2), do), dht)  # R_c = qe^T dO
-        Gnext = G[1:]
-        # state write: U = (k * f)^T v
-        dk = _mm(v, Gnext.transpose(-1, -2))  # [N, B, H, C, K], inter part first
-        if f is not None:
-            dk.mul_(f[..., None])
-        _mm(kd, Gnext, out=dv)
-        dg = None
-        if b is not None and ctx.needs_input_grad[3]:
-            r = (X * qe).sum(-1)  # dO_i . o_inter_i
-            dlog = (dk * k).sum(-1)  # uses the inter part of dk only
-            dg = _gate_grad(dA.mul_(A), r, dlog, a * (Gnext * Sprev).sum((-1, -2)))
-        _mm(P.transpose(-1, -2), q, alpha=scale, out=dk)  # + intra part
+        need_dg = b is not None and ctx.needs_input_grad[3]
+        dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+        dg = b.new_empty(b.shape) if need_dg else None
+        se = None if b is None else _decay(b.clone()).mul_(scale)[..., None]  # scale * exp(b_i)
+        G = S.new_empty(S.shape)  # dL/dS^(c)
+        if dht is None:
+            G[N].zero_()
+        else:
+            G[N].copy_(dht)
+        for n0, n1 in reversed(_segments(N, C)):
+            s = slice(n0, n1)
+            dos, Sprev = do[s], S[n0:n1]
+            # intra-chunk: o_intra = A v, A = scale (q k^T) * D
+            dA = _mm(dos, v[s].transpose(-1, -2))
+            _mm(A[s].transpose(-1, -2), dos, out=dv[s])
+            P = dA * D[s] if D is not None else dA.masked_fill(~causal, 0.0)
+            # inter-chunk read: o_inter = qe S_prev with qe = scale exp(b) q
+            X = _mm(dos, Sprev.transpose(-1, -2))  # [n, B, H, C, K]
+            torch.mul(X, scale if se is None else se[s], out=dq[s])
+            _mm(P, k[s], alpha=scale, out=dq[s], accumulate=True)
+            _grad_scan(None if a is None else a[s], _mm(qe[s].transpose(-1, -2), dos), G[n0 : n1 + 1])
+            Gnext = G[n0 + 1 : n1 + 1]
+            # state write: U = (k * f)^T v; the inter part of dk goes first, the gate needs it alone
+            _mm(v[s], Gnext.transpose(-1, -2), out=dk[s])
+            if f is not None:
+                dk[s].mul_(f[s, ..., None])
+            _mm(kd[s], Gnext, out=dv[s], accumulate=True)
+            if need_dg:
+                r = (X * qe[s]).sum(-1)  # dO_i . o_inter_i
+                dlog = (dk[s] * k[s]).sum(-1)
+                dend = a[s] * (Gnext * Sprev).sum((-1, -2))
+                dg[s] = _gate_grad(dA.mul_(A[s]), r, dlog, dend)
+            _mm(P.transpose(-1, -2), q[s], alpha=scale, out=dk[s], accumulate=True)
         dh0 = G[0] if ctx.has_h0 else None
         return dq, dk, dv, dg, dh0, None
 
@@ -211,22 +241,6 @@ def _to_chunks(x: torch.Tensor, C: int, sd: torch.dtype) -> torch.Tensor:
     return x.permute(*perm).to(sd).contiguous()
 
 
-#: tokens per segment: long sequences run as a chain of segments that pass the state on, so each
-#: segment's working set stays cache-sized and the cost per token does not grow with T
-SEGMENT_TOKENS = 2048
-
-
-def _chunk_segment(q, k, v, g, scale, h0, C):
-    """One ``_ChunkScalarDecay`` call on ``[B, T, H, *]`` inputs; returns ``(o [B, T, H, V], ht)``."""
-    B, T, H, _ = q.shape
-    sd = state_dtype(q)
-    qc, kc, vc = (_to_chunks(x, C, sd) for x in (q, k, v))
-    # padded steps get g = 0, so the chunk-end decay equals the last real token's
-    gc = None if g is None else _to_chunks(g, C, sd)
-    o, ht = _ChunkScalarDecay.apply(qc, kc, vc, gc, h0, scale)
-    return o.permute(1, 0, 3, 2, 4).reshape(B, -1, H, v.shape[-1])[:, :T], ht
-
-
 def chunk_scalar_decay_fixed(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -240,25 +254,17 @@ def chunk_scalar_decay_fixed(
     """Chunked form on one fixed-length batch. ``g: [B, T, H]`` total log gate (state dtype) or None.
 
     Returns ``o: [B, T, H, V]`` in the *state* dtype (callers cast) and the final state or None.
-    Sequences longer than ``SEGMENT_TOKENS`` are cut into segments (multiples of the chunk size)
-    chained through the state; autograd carries the state gradient back along the chain.
     """
-    T = q.shape[1]
+    B, T, H, _ = q.shape
+    sd = state_dtype(q)
     C = min(chunk_size, T)
-    seg = max(C, SEGMENT_TOKENS // C * C)
-    h = None if initial_state is None else initial_state.to(state_dtype(q))
-    if T <= seg:
-        o, h = _chunk_segment(q, k, v, g, scale, h, C)
-        return o, (h if output_final_state else None)
-    # split (not slicing in a loop): its backward is one concatenation, while each slice's backward
-    # would materialise a full-length zero gradient
-    pieces = [x.split(seg, dim=1) for x in (q, k, v)]
-    gs = [None] * len(pieces[0]) if g is None else g.split(seg, dim=1)
-    outs = []
-    for qs, ks, vs, gg in zip(*pieces, gs):
-        o, h = _chunk_segment(qs, ks, vs, gg, scale, h, min(C, qs.shape[1]))
-        outs.append(o)
-    return torch.cat(outs, dim=1), (h if output_final_state else None)
+    qc, kc, vc = (_to_chunks(x, C, sd) for x in (q, k, v))
+    # padded steps get g = 0, so the chunk-end decay equals the last real token's
+    gc = None if g is None else _to_chunks(g, C, sd)
+    h0 = None if initial_state is None else initial_state.to(sd)
+    o, ht = _ChunkScalarDecay.apply(qc, kc, vc, gc, h0, scale)
+    o = o.permute(1, 0, 3, 2, 4).reshape(B, -1, H, v.shape[-1])[:, :T]
+    return o, (ht if output_final_state else None)
 
 
 def chunk_scalar_decay(
