@@ -138,3 +138,10 @@ def test_import_order_always_gives_the_op():
 
     q, k, v = make_qkv(1, 7, 2, 4, 4, requires_grad=False)
     assert_rel_close(op(q, k, v, window_size=3), naive_attention(q, k, v, window_size=3), 1e-12, "o")
+
+
+def test_cache_device_error():
+    q, k, v = make_qkv(1, 1, 2, 4, 3, requires_grad=False)
+    meta = (torch.empty(1, 5, 2, 4, device="meta"), torch.empty(1, 5, 2, 3, device="meta"))
+    with pytest.raises(ValueError, match=r"cache: k_cache is on meta, but q is on cpu"):
+        attention_step(q, k, v, cache=meta)

@@ -371,3 +371,11 @@ def test_varlen_gradients_match_naive(fn):
     inp["initial_state"] = torch.randn(4, 2, 4, 3, dtype=torch.float64).requires_grad_()
     ref = run(lambda **kw: naive_recurrent_simple_gla(**kw, cu_seqlens=cu), inp)
     compare(run(lambda **kw: fn(**kw, cu_seqlens=cu), inp), ref, 1e-10, "varlen")
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0])
+def test_retention_decay_error(bad):
+    from linearlab.ops.simple_gla._common import retention_decay
+
+    with pytest.raises(ValueError, match=r"num_heads: expected a positive int"):
+        retention_decay(bad)
