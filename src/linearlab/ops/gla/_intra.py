@@ -4,11 +4,11 @@ Inside a chunk, ``l`` is the chunk-local cumsum of the log gate ``g`` (``[.., n,
 intra-chunk score is ``A_ij = sum_k q_ik k_jk exp(l_ik - l_jk)`` for ``j <= i``. Three forms, picked
 per segment from how far the decay runs inside a block (the "span", ``l_first - l_last >= 0``):
 
-- ``"whole"``: every chunk spans at most ``_SAFE_SPAN`` from its start: one matmul per chunk,
-  ``(q * exp(l)) @ (k * exp(-l))^T``, all factors within ``exp(+-_SAFE_SPAN)``.
+- ``"whole"``: every chunk spans at most ``SAFE_SPAN`` from its start: one matmul per chunk,
+  ``(q * exp(l)) @ (k * exp(-l))^T``, all factors within ``exp(+-SAFE_SPAN)``.
 - ``"sub"``: sub-chunks of 16 with reference ``r`` = the first token of the query's sub-chunk:
   ``(q_i * exp(l_i - l_r)) . (k_j * exp(l_r - l_j))``, exponents ``<= 0`` for earlier sub-chunks
-  and bounded by ``_SAFE_SPAN`` inside the (diagonal) sub-chunk itself.
+  and bounded by ``SAFE_SPAN`` inside the (diagonal) sub-chunk itself.
 - ``"exact"``: as ``"sub"`` for earlier sub-chunks, but the diagonal 16x16 blocks are computed
   from pairwise differences ``l_i - l_j`` over the strictly causal pairs only (no masking needed:
   every exponent is ``<= 0``), plus ``q_i . k_i`` on the diagonal.
