@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 from _helpers import assert_rel_close, make_qkv, tol_for
@@ -115,7 +117,7 @@ def test_cache_errors():
 @pytest.mark.parametrize("T,window,block", [(300, 5, 16), (301, 16, 16), (97, 1, 8), (200, 40, 16)])
 def test_banded_window_path_matches_naive_with_grads(monkeypatch, T, window, block):
     """Long causal windows run blockwise in O(T * w); shrink the block so small T takes that path."""
-    from linearlab.ops.attention import sdpa
+    from linearlab.ops.softmax_attn import sdpa
 
     monkeypatch.setattr(sdpa, "BAND_BLOCK", block)
     q, k, v = make_qkv(2, T, 2, 8, 4)
@@ -132,9 +134,11 @@ def test_banded_window_path_matches_naive_with_grads(monkeypatch, T, window, blo
 
 
 def test_import_order_always_gives_the_op():
-    """``linearlab.ops.attention`` is both a package and an op; it must stay callable as the op."""
-    import linearlab.ops.attention.sdpa  # noqa: F401  (binds the package on linearlab.ops)
+    """Importing the family package first must not shadow the op ``linearlab.ops.attention``."""
+    import linearlab.ops.softmax_attn.sdpa  # noqa: F401
     from linearlab.ops import attention as op
+
+    assert callable(op) and not isinstance(op, types.ModuleType)
 
     q, k, v = make_qkv(1, 7, 2, 4, 4, requires_grad=False)
     assert_rel_close(op(q, k, v, window_size=3), naive_attention(q, k, v, window_size=3), 1e-12, "o")

@@ -27,7 +27,8 @@ _FAMILIES: dict[str, tuple[str, ...]] = {
         "fused_recurrent_gated_delta_rule",
         "naive_recurrent_gated_delta_rule",
     ),
-    "attention": ("attention", "attention_step", "naive_attention"),
+    # the family folder is not called "attention": a subpackage of that name would shadow the op
+    "softmax_attn": ("attention", "attention_step", "naive_attention"),
 }
 
 _WHERE = {name: family for family, names in _FAMILIES.items() for name in names}

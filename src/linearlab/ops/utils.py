@@ -138,10 +138,13 @@ def run_varlen(
     return ``(o, final_state)`` for one sequence.
     """
     cu = cu_seqlens.tolist()
+    lengths = [end - start for start, end in zip(cu[:-1], cu[1:])]
+    # split (not slicing in a loop): its backward is one concatenation, not N full-length zero grads
+    pieces = {k: (None if t is None else t.split(lengths, dim=1)) for k, t in per_token.items()}
     outs, finals = [], []
-    for n, (start, end) in enumerate(zip(cu[:-1], cu[1:])):
+    for n, length in enumerate(lengths):
         h0 = None if initial_state is None else initial_state[n : n + 1]
-        if end == start:  # an empty sequence leaves its state untouched
+        if length == 0:  # an empty sequence leaves its state untouched
             ref = per_token["v"]
             if h0 is None:
                 q = per_token["q"]
@@ -150,7 +153,7 @@ def run_varlen(
                 )
             finals.append(h0.to(state_dtype(ref)))
             continue
-        sliced = {k: (None if t is None else t[:, start:end]) for k, t in per_token.items()}
+        sliced = {k: (None if p is None else p[n]) for k, p in pieces.items()}
         o, ht = fn(**sliced, initial_state=h0, output_final_state=True, **kwargs)
         outs.append(o)
         finals.append(ht)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from linearlab.ops.attention._common import allowed_mask, split_varlen, validate
+from linearlab.ops.softmax_attn._common import allowed_mask, split_varlen, validate
 from linearlab.ops.utils import state_dtype
 
 
@@ -19,7 +19,7 @@ def naive_attention(
 ) -> torch.Tensor:
     """``softmax(scale q k^T + mask) v`` computed explicitly in float32 (float64 for float64 inputs).
 
-    Args and returns as in :func:`linearlab.ops.attention.attention`.
+    Args and returns as in :func:`linearlab.ops.softmax_attn.attention`.
     """
     scale = validate(q, k, v, causal, window_size, scale, cu_seqlens)
     sd = state_dtype(q)

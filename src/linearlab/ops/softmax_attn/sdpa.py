@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from linearlab.ops.attention._common import allowed_mask, check_window, split_varlen, validate
+from linearlab.ops.softmax_attn._common import allowed_mask, check_window, split_varlen, validate
 from linearlab.ops.utils import check_qkv, check_scale, pad_time
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
