@@ -48,7 +48,7 @@ def test_looped_block_set_by_hand_runs_k_gd_steps():
     basis = torch.eye(5, dtype=torch.float64).expand(8, 5, 5)
     for p in (None, torch.diag(torch.tensor([1.0, 0.5, 2.0, 1.0, 0.7]))):
         model = LoopedLSA.from_gd(5, lr=0.4, n_loops=20, preconditioner=p)
-        w_loop = model(x, y, basis)  # querying e_1..e_d reads the implicit weights
+        w_loop = model(x, y, basis).detach()  # querying e_1..e_d reads the implicit weights
         w_gd = gd(x, y, 20, 0.4, preconditioner=None if p is None else p.double(), return_trajectory=True)[1:]
         assert w_loop.shape == (20, 8, 5)
         assert float((w_loop - w_gd).abs().max()) < 1e-6
