@@ -55,6 +55,11 @@ def test_icl_algorithms_smoke(tmp_path, capsys):
     assert max(noiseless["mse"]["ols"][5:]) < 1e-8  # OLS is exact from k = d examples on
     for run in s["runs"]:
         assert set(run["spd"]) == {"ols", "ridge", "gd1", "gd_multi"}
+        assert len(run["probe_r2"]) == 6  # 3 targets x 2 feature sets
         assert all(len(v) == 3 for v in run["probe_r2"].values())  # embedding + 2 blocks
         assert all(math.isfinite(x) for v in run["ilwd"].values() for x in v)
     assert "closest algorithm" in printed
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == [
+        "model_sigma0.5.safetensors",
+        "model_sigma0.safetensors",
+    ]

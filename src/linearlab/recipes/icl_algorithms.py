@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from linearlab.analysis.probes import probe_r2
-from linearlab.models.icl import ICLTransformer
+from linearlab.io import atomic_save_safetensors
+from linearlab.models.icl import ICLTransformer, interleave
 from linearlab.recipes import Recipe
 from linearlab.recipes._theory_common import cosine_lr, fmt, progress, report_from_summary, setup
 from linearlab.runs import RunDir
@@ -176,10 +177,15 @@ def _ols_theory(d: int, N: int, noise_var: float) -> list[float | None]:
 
 @torch.no_grad()
 def _probes(cfg: Config, model: ICLTransformer, noise_std: float) -> dict[str, list[float]]:
-    """R^2 per layer of ridge probes for X^T Y and w_OLS at the last query (``N - 1`` examples)."""
+    """R^2 per layer of ridge probes for ``X^T Y`` and ``w_OLS`` of the first ``k = N - 1`` examples.
+
+    Two feature sets per layer: the hidden state at the last query token (which sees those ``k``
+    examples), and the mean of the hidden states over the ``k`` example tokens (a sum such as
+    ``X^T Y = sum_i y_i x_i`` is linear in that mean if each token holds its own ``y_i x_i``).
+    """
     n_tr, n_te = cfg.probe_train, cfg.probe_test
     b = ICLTask(cfg.d, cfg.n_points, noise_std, seed=cfg.seed + 60_000).sample(n_tr + n_te)
-    _, hidden = model(b.x, b.y, return_hidden=True)
+    _, hidden = model.forward_tokens(interleave(b.x, b.y))
     k = cfg.n_points - 1
     xc, yc = b.x[:, :k].double(), b.y[:, :k].double()
     targets = {
@@ -188,11 +194,18 @@ def _probes(cfg: Config, model: ICLTransformer, noise_std: float) -> dict[str, l
         # control: a target unrelated to the prompt, which no probe should decode
         "control_noise": torch.randn(n_tr + n_te, cfg.d, generator=torch.Generator().manual_seed(3)),
     }
-    result: dict[str, list[float]] = {name: [] for name in targets}
+    result: dict[str, list[float]] = {}
     for h in hidden:
-        feats = h[:, -1].double()
-        for name, t in targets.items():
-            result[name].append(probe_r2(feats[:n_tr], t[:n_tr], feats[n_tr:], t[n_tr:], cfg.probe_lam))
+        features = {
+            "query": h[:, 2 * k].double(),  # the last query token
+            "pooled": h[:, 1 : 2 * k : 2].double().mean(1),  # mean over the k example tokens
+        }
+        for fname, feats in features.items():
+            for name, t in targets.items():
+                key = f"{name}@{fname}"
+                result.setdefault(key, []).append(
+                    probe_r2(feats[:n_tr], t[:n_tr], feats[n_tr:], t[n_tr:], cfg.probe_lam)
+                )
     return result
 
 
@@ -203,6 +216,7 @@ def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
     curves = []
     for noise_std in cfg.noise_stds:
         model, losses = _train(cfg, noise_std, run_dir, smoke)
+        atomic_save_safetensors(run_dir.file(f"model_sigma{noise_std:g}.safetensors"), model.state_dict())
         ev = _evaluate(cfg, model, noise_std)
         ev["probe_r2"] = _probes(cfg, model, noise_std)
         ev["noise_std"] = noise_std
@@ -239,7 +253,7 @@ def _plot(run_dir: RunDir, curves: list) -> None:
                 ax.plot(ks[1:], ev[key][r][1:], ".-", label=r)
             ax.set(title=f"sigma={noise_std}: {key.upper()} to each algorithm", xlabel="k", yscale="log")
             ax.legend(fontsize=7)
-        layers = list(range(len(ev["probe_r2"]["XtY"])))
+        layers = list(range(len(ev["probe_r2"]["XtY@query"])))
         for name, vals in ev["probe_r2"].items():
             row[3].plot(layers, vals, "o-", label=name)
         row[3].set(
@@ -276,7 +290,7 @@ def format_summary(s: dict[str, Any]) -> str:
             lines.append(row)
         lines.append("mean SPD (k>=1): " + ", ".join(f"{r} {fmt(v, 3)}" for r, v in ev["mean_spd"].items()))
         for name, vals in ev["probe_r2"].items():
-            lines.append(f"probe R^2 {name:>13s} per layer: " + " ".join(fmt(v, 3) for v in vals))
+            lines.append(f"probe R^2 {name:>21s} per layer: " + " ".join(fmt(v, 3) for v in vals))
     return "\n".join(lines)
 
 
