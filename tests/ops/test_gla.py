@@ -95,6 +95,16 @@ def test_naive_matches_dense_closed_form():
     assert_rel_close(o, dense_gla(q, k, v, g, scale=0.7), 1e-12, "naive vs dense o")
 
 
+def test_naive_takes_fla_positional_order():
+    """fla: ``naive_recurrent_gla(q, k, v, gk, initial_state, output_final_state)``."""
+    (q, k, v, g, h0), _, _ = make_inputs(T=9, h0=True, gate="medium")
+    o_pos, h_pos = naive_recurrent_gla(q, k, v, g, h0, True)
+    o_kw, h_kw = naive_recurrent_gla(q, k, v, g, initial_state=h0, output_final_state=True)
+    assert h_pos is not None and torch.equal(o_pos, o_kw) and torch.equal(h_pos, h_kw)
+    _, none_state = naive_recurrent_gla(q, k, v, g, h0)
+    assert none_state is None
+
+
 @pytest.mark.parametrize("gates", ["gk", "gv", "both", "none"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_recurrent_gates_and_reverse_match_dense(gates, reverse):

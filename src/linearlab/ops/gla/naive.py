@@ -48,12 +48,16 @@ def naive_recurrent_gla(
     k: torch.Tensor,
     v: torch.Tensor,
     gk: torch.Tensor,
-    scale: float | None = None,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
+    *,
+    scale: float | None = None,
     cu_seqlens: torch.LongTensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Reference GLA recurrence, one token at a time (slow; the ground truth for tests).
+
+    Positional order is fla's ``naive_recurrent_gla``; ``scale`` and ``cu_seqlens`` are
+    keyword-only extras (fla's reference hard-codes ``K ** -0.5`` and has no varlen).
 
     Args:
         q, k: ``[B, T, H, K]`` queries and keys.
