@@ -23,7 +23,7 @@ def test_mqar_smoke_through_cli(tmp_path, capsys):
     sizes = {r["label"]: r["state_size"] for r in summary["results"]}
     assert sizes["softmax"] > sizes["gla"]  # a KV cache over L=32 is larger than GLA's state
     assert (out / "mqar_accuracy_vs_state.png").stat().st_size > 1000
-    assert (out / "softmax-d32-L32-lr0.003" / "checkpoint.safetensors").exists()
+    assert (out / "softmax-d32-L32-lr0.01" / "checkpoint.safetensors").exists()
     # rebuilding the report from the run directory alone
     assert main(["report", str(out), "--recipe", "mqar"]) == 0
     assert "deltanet" in capsys.readouterr().out

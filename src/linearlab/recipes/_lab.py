@@ -29,7 +29,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "gla": ("gla", {}),
     "deltanet": ("deltanet", {}),
     "gated_deltanet": ("gated_deltanet", {}),
-    "mom": ("mom", {}),
+    # top-1 routing over 4 memories (+ the shared one): MoM's recall benefit at about 2x DeltaNet's cost
+    "mom": ("mom", {"num_memories": 4, "topk": 1}),
     "lssl": ("lssl", {}),
 }
 

@@ -38,9 +38,9 @@ PAPER_MIXERS = "softmax,linear_elu1,hedgehog,retnet,lightning,gla,deltanet,gated
 class MQARSetting:
     """One data setting: sequence length and the kv-pair counts trained on and tested on."""
 
-    seq_len: int = 64
-    train_kv: list[int] = field(default_factory=lambda: [4, 8, 16])
-    test_kv: list[int] = field(default_factory=lambda: [4, 8, 16])
+    seq_len: int = 128
+    train_kv: list[int] = field(default_factory=lambda: [8, 16, 32])
+    test_kv: list[int] = field(default_factory=lambda: [8, 16, 32])
 
 
 @dataclass
@@ -54,10 +54,10 @@ class MQARExperiment:
     settings: list[dict[str, Any]] = field(default_factory=lambda: [to_dict(MQARSetting())])
     train_examples: int = 12000
     test_examples: int = 256  # per tested kv count
-    steps: int = 600  # per run; the zoology preset derives it from epochs
+    steps: int = 1000  # per run; the zoology preset derives it from epochs
     epochs: float = 0.0  # > 0: steps = epochs * train_examples / batch_size
-    batch_size: int = 64
-    lrs: list[float] = field(default_factory=lambda: [3e-3])
+    batch_size: int = 32
+    lrs: list[float] = field(default_factory=lambda: [1e-2])
     weight_decay: float = 0.1
     warmup_steps: int = 50
     checkpoint_every: int = 200
