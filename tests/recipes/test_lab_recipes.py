@@ -65,3 +65,17 @@ def test_lm_smoke_through_cli(tmp_path, capsys):
 def test_lm_data_path_is_checked(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         main(["run", "lm", "--smoke", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "missing.txt")])
+
+
+def test_run_jobs_starts_dear_jobs_first_and_keeps_result_order():
+    from linearlab.recipes._lab import run_jobs
+
+    started = []
+
+    def job(name):
+        started.append(name)
+        return {"name": name}
+
+    out = run_jobs(job, [("a",), ("b",), ("c",)], workers=1, desc="t", costs=[1.0, 3.0, 2.0])
+    assert started == ["b", "c", "a"]
+    assert [r["name"] for r in out] == ["a", "b", "c"]

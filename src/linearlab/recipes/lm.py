@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from linearlab.config import apply_overrides, to_dict
 from linearlab.io import atomic_write_json
 from linearlab.recipes import Recipe
-from linearlab.recipes._lab import default_workers, format_table, parse_variants, run_jobs, variant
+from linearlab.recipes._lab import COST_HINT, default_workers, format_table, parse_variants, run_jobs, variant
 from linearlab.runs import RunDir
 
 LM_MIXERS = "softmax,linear_elu1,hedgehog,retnet,gla,deltanet,gated_deltanet"
@@ -217,7 +217,8 @@ def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
     ]
     workers = exp.workers or default_workers()
     t0 = time.perf_counter()
-    results = run_jobs(_train_one, jobs, workers, desc="lm")
+    costs = [COST_HINT.get(lab, 1.0) for lab in labels]
+    results = run_jobs(_train_one, jobs, workers, desc="lm", costs=costs)
     print(table(results))
     plot(results, run_dir)
     return {"results": results, "seconds": round(time.perf_counter() - t0, 1)}

@@ -28,7 +28,7 @@ import torch
 from linearlab.config import apply_overrides, to_dict
 from linearlab.io import atomic_write_json
 from linearlab.recipes import Recipe
-from linearlab.recipes._lab import default_workers, format_table, parse_variants, run_jobs, variant
+from linearlab.recipes._lab import COST_HINT, default_workers, format_table, parse_variants, run_jobs, variant
 from linearlab.runs import RunDir
 
 PAPER_MIXERS = "softmax,linear_elu1,hedgehog,retnet,lightning,gla,deltanet,gated_deltanet,mom"
@@ -38,9 +38,9 @@ PAPER_MIXERS = "softmax,linear_elu1,hedgehog,retnet,lightning,gla,deltanet,gated
 class MQARSetting:
     """One data setting: sequence length and the kv-pair counts trained on and tested on."""
 
-    seq_len: int = 128
-    train_kv: list[int] = field(default_factory=lambda: [8, 16, 32])
-    test_kv: list[int] = field(default_factory=lambda: [8, 16, 32])
+    seq_len: int = 64
+    train_kv: list[int] = field(default_factory=lambda: [4, 8, 16])
+    test_kv: list[int] = field(default_factory=lambda: [4, 8, 16])
 
 
 @dataclass
@@ -54,9 +54,9 @@ class MQARExperiment:
     settings: list[dict[str, Any]] = field(default_factory=lambda: [to_dict(MQARSetting())])
     train_examples: int = 12000
     test_examples: int = 256  # per tested kv count
-    steps: int = 1000  # per run; the zoology preset derives it from epochs
+    steps: int = 1200  # per run; the zoology preset derives it from epochs
     epochs: float = 0.0  # > 0: steps = epochs * train_examples / batch_size
-    batch_size: int = 32
+    batch_size: int = 64
     lrs: list[float] = field(default_factory=lambda: [1e-2])
     weight_decay: float = 0.1
     warmup_steps: int = 50
@@ -291,7 +291,8 @@ def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
                     jobs.append(({"experiment": to_dict(exp), "setting": to_dict(s), "label": lab, "d_model": d, "lr": lr, "folder": str(folder)},))  # fmt: skip
     workers = exp.workers or default_workers()
     print(f"MQAR: {len(jobs)} training runs of {exp.num_steps()} steps on {workers} worker(s)", flush=True)
-    records = run_jobs(_train_one, jobs, workers, desc="mqar")
+    costs = [COST_HINT.get(job[0]["label"], 1.0) for job in jobs]
+    records = run_jobs(_train_one, jobs, workers, desc="mqar", costs=costs)
     results = _best_over_lr(records)
     print(table(results))
     plot(results, run_dir)
