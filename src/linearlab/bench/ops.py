@@ -173,15 +173,29 @@ def _speed_line(r: dict) -> str:
     )
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak resident set size in MiB.
+
+    ``VmHWM`` belongs to the process's own address space, so it starts fresh after exec; the
+    ``ru_maxrss`` fallback (non-Linux) may include the parent's size at fork time.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _memory_child(family: str, T: int) -> None:
-    """Run in a subprocess: print the growth of peak RSS (MiB) over one chunk fwd+bwd."""
+    """Run in a subprocess: print the growth of peak RSS (MiB) over one chunk fwd+bwd, inputs included."""
     fam = next(f for f in families() if f.name == family)
-    # ru_maxrss is in KiB on Linux; baseline after imports, before the inputs exist
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _peak_rss_mib()  # after imports, before the inputs exist
     args, kwargs = make_inputs(fam, T)
     _fwd_bwd(fam.chunk, args, kwargs)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mib": (peak - base) / 1024}))
+    print(json.dumps({"peak_mib": _peak_rss_mib() - base, "baseline_mib": base}))
 
 
 def bench_memory(fams: list[Family], T: int) -> list[dict]:
