@@ -64,6 +64,7 @@ def test_atomic_json_and_truncated_jsonl(tmp_path):
     p = atomic_write_json(tmp_path / "a.json", {"x": 1})
     assert json.loads(p.read_text()) == {"x": 1}
     assert [f.name for f in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
+    assert p.stat().st_mode & 0o044, "written files must be readable by others, like a plain open()"
     log = tmp_path / "m.jsonl"
     log.write_text('{"step": 1}\n{"step": 2}\n{"ste')
     assert read_jsonl(log) == [{"step": 1}, {"step": 2}]
