@@ -42,10 +42,10 @@ class LMExperiment:
     num_heads: int = 2
     seq_len: int = 256
     extrapolation_factor: int = 4
-    steps: int = 400
-    batch_size: int = 16
+    steps: int = 300
+    batch_size: int = 8
     lr: float = 2e-3
-    warmup_steps: int = 40
+    warmup_steps: int = 30
     eval_windows: int = 32
     checkpoint_every: int = 100
     seed: int = 0
