@@ -24,7 +24,7 @@ from linearlab.ops.simple_gla._common import (
     total_gate,
     validate,
 )
-from linearlab.ops.utils import check_qkv, pad_time, state_dtype
+from linearlab.ops.utils import check_qkv, state_dtype
 
 #: log-decays below this are treated as -inf (factor exactly 0). exp(-60) ~ 1e-26 in float32 and
 #: exp(-600) ~ 1e-261 in float64 stay far above the subnormal range even after one more product,
@@ -33,8 +33,13 @@ LOG_TINY = {torch.float32: -60.0, torch.float64: -600.0}
 
 
 def _decay(x: torch.Tensor) -> torch.Tensor:
-    """``exp(x)`` in place for log-decays ``x <= 0``, flushing tiny factors to exactly 0."""
-    return x.masked_fill_(x < LOG_TINY[x.dtype], float("-inf")).exp_()
+    """``exp(x)`` in place for log-decays ``x <= 0``, flushing tiny factors to exactly 0.
+
+    Same values as ``exp`` of ``x`` with ``x < LOG_TINY`` (and -inf) set to -inf, but the exp only
+    sees finite inputs: CPU ``exp`` falls back to a slow path on -inf, several times slower.
+    """
+    tiny = x < LOG_TINY[x.dtype]
+    return x.clamp_(min=LOG_TINY[x.dtype]).exp_().masked_fill_(tiny, 0.0)
 
 
 def _state_scan(a: torch.Tensor | None, U: torch.Tensor, S: torch.Tensor) -> None:
@@ -131,114 +136,170 @@ def _segments(N: int, C: int) -> list[tuple[int, int]]:
     return [(n0, min(N, n0 + per)) for n0 in range(0, N, per)]
 
 
-class _ChunkScalarDecay(torch.autograd.Function):
-    """``(q, k, v, g, h0) -> (o, ht)`` on chunked tensors.
+def _to_chunks(x: torch.Tensor, t0: int, t1: int, C: int, sd: torch.dtype) -> torch.Tensor:
+    """``x[:, t0:t1]: [B, t, H, ...] -> [n, B, H, C, ...]`` in dtype ``sd`` (zero-padded in time).
 
-    q, k: ``[N, B, H, C, K]``; v: ``[N, B, H, C, V]``; g: ``[N, B, H, C]`` per-token log decay or
-    None; h0: ``[B, H, K, V]`` or None. All contiguous, in the compute dtype (float32/float64).
-    Chunks lead, so a run of chunks (a segment) or one chunk's state is a contiguous slice: forward
-    and backward walk the segments in order (reverse order for backward), writing into full-size
-    outputs, with small per-segment temporaries.
+    Only the segment is permuted (one cache-sized copy), never the whole sequence.
+    """
+    seg = x[:, t0:t1].to(sd)
+    pad = (-(t1 - t0)) % C
+    if pad:
+        seg = torch.cat([seg, seg.new_zeros(seg.shape[0], pad, *seg.shape[2:])], dim=1)
+    B, t, H = seg.shape[:3]
+    seg = seg.reshape(B, t // C, C, H, *seg.shape[3:])
+    # ``.to(memory_format=...)`` may return the strided view itself, so ask for contiguity explicitly:
+    # every batched matmul then runs on dense matrices without hidden copies
+    return seg.permute(1, 0, 3, 2, *range(4, seg.dim())).contiguous()
+
+
+def _from_chunks(y: torch.Tensor, t: int) -> torch.Tensor:
+    """``[n, B, H, C, ...] -> [B, t, H, ...]`` (a view; drops the padding)."""
+    n, B, H, C = y.shape[:4]
+    return y.permute(1, 0, 3, 2, *range(4, y.dim())).reshape(B, n * C, H, *y.shape[4:])[:, :t]
+
+
+class _Gates:
+    """Per-segment decay factors from the chunked gate ``g: [n, B, H, C]`` (recomputed in backward)."""
+
+    def __init__(self, g: torch.Tensor, notcausal: torch.Tensor, scale: float):
+        b = g.cumsum(-1)  # chunk-local cumulative log decay
+        bC = b[..., -1]  # [n, B, H]
+        self.a = _decay(bC.clone())  # decay over the whole chunk
+        self.f = _decay(bC[..., None] - b)[..., None]  # decay from token j to the chunk end
+        self.se = _decay(b.clone()).mul_(scale)[..., None]  # scale * exp(b_i)
+        diff = (b[..., :, None] - b[..., None, :]).masked_fill_(notcausal, float("-inf"))
+        self.D = _decay(diff)  # D_ij = exp(b_i - b_j) for j <= i, else 0 (masked before the exp)
+
+
+def _gates_for(g, t0, t1, C, sd, notcausal, scale, shared):
+    """The segment's ``_Gates`` (None: no decay); ``shared`` (a constant gate) is reused as is."""
+    if g is None:
+        return None
+    return shared or _Gates(_to_chunks(g, t0, t1, C, sd), notcausal, scale)
+
+
+def _shared_gates(g, T, C, sd, notcausal, scale):
+    """For a gate constant in time (e.g. an expanded per-head ``g_gamma``) and no padding, every chunk
+    has the same decays: compute them once from the first chunk (``[1, B, H, ...]``, broadcast)."""
+    if g is None or g.stride(1) != 0 or T % C != 0:
+        return None
+    return _Gates(_to_chunks(g, 0, C, C, sd), notcausal, scale)
+
+
+class _ChunkScalarDecay(torch.autograd.Function):
+    """``(q, k, v, g, h0) -> (o, ht)`` with chunk size ``C``.
+
+    q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]`` (any float dtype); g: ``[B, T, H]`` per-token log
+    decay or None, h0: ``[B, H, K, V]`` or None, both in the compute dtype (float32/float64); o is
+    returned ``[B, T, H, V]`` in the compute dtype. The chunks are walked in segments of about
+    SEGMENT_TOKENS tokens (reverse order in backward); each segment is self-contained: its slice of
+    the inputs is cast, padded and permuted to ``[n, B, H, C, D]`` (chunks lead, so a run of states
+    is a contiguous slice), and its outputs are written straight back into ``[B, T, H, D]``. Only
+    the inputs and the states entering each chunk (``[N + 1, B, H, K, V]``) are saved; everything
+    else (decays, intra-chunk scores) is recomputed per segment in backward, so every full-size
+    tensor is touched once per pass and the cost per token does not grow with T.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, g, h0, scale: float):
-        N, C = q.shape[0], q.shape[3]
-        causal = _causal(C, q.device)
-        A = q.new_empty(*q.shape[:-1], C)  # scale (q_i . k_j) D_ij, per chunk
-        o = v.new_empty(v.shape)
-        S = q.new_empty(N + 1, *q.shape[1:3], q.shape[-1], v.shape[-1])  # state entering each chunk
+    def forward(ctx, q, k, v, g, h0, scale: float, C: int):
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        sd = state_dtype(q)
+        N = -(-T // C)
+        notcausal = ~_causal(C, q.device)
+        o = q.new_empty(B, T, H, V, dtype=sd)
+        S = q.new_empty(N + 1, B, H, K, V, dtype=sd)  # state entering each chunk
         if h0 is None:
             S[0].zero_()
         else:
             S[0].copy_(h0)
-        if g is not None:
-            b = g.cumsum(-1)  # chunk-local cumulative log decay
-            bC = b[..., -1]  # [N, B, H]
-            a = _decay(bC.clone())
-            f = _decay(bC[..., None] - b)  # decay from token j to the chunk end
-            qe = q * _decay(b.clone()).mul_(scale)[..., None]  # scale * exp(b_i) q_i
-            kd = k * f[..., None]
-            D = q.new_empty(A.shape)
-        else:
-            b = a = f = D = None
-            qe, kd = q * scale, k
+        shared = _shared_gates(g, T, C, sd, notcausal, scale)
         for n0, n1 in _segments(N, C):
-            s = slice(n0, n1)
-            _mm(q[s], k[s].transpose(-1, -2), alpha=scale, out=A[s])
-            if b is not None:
-                diff = (b[s, ..., :, None] - b[s, ..., None, :]).masked_fill_(~causal, float("-inf"))
-                D[s] = _decay(diff)  # D_ij = exp(b_i - b_j) for j <= i, else 0 (masked before the exp)
-                A[s].mul_(D[s])
+            t0, t1 = n0 * C, min(T, n1 * C)
+            qs, ks, vs = (_to_chunks(x, t0, t1, C, sd) for x in (q, k, v))
+            A = _mm(qs, ks.transpose(-1, -2), alpha=scale)  # scale (q_i . k_j) D_ij, per chunk
+            gt = _gates_for(g, t0, t1, C, sd, notcausal, scale, shared)
+            if gt is not None:
+                A.mul_(gt.D)
+                _state_scan(
+                    gt.a.expand(n1 - n0, -1, -1), _mm((ks * gt.f).transpose(-1, -2), vs), S[n0 : n1 + 1]
+                )
+                oc = _mm(A, vs)
+                _mm(qs * gt.se, S[n0:n1], out=oc, accumulate=True)  # qe = scale * exp(b_i) q_i
             else:
-                A[s].masked_fill_(~causal, 0.0)
-            _state_scan(None if a is None else a[s], _mm(kd[s].transpose(-1, -2), v[s]), S[n0 : n1 + 1])
-            _mm(A[s], v[s], out=o[s])
-            _mm(qe[s], S[n0:n1], out=o[s], accumulate=True)
-        ctx.scale = scale
+                A.masked_fill_(notcausal, 0.0)
+                _state_scan(None, _mm(ks.transpose(-1, -2), vs), S[n0 : n1 + 1])
+                oc = _mm(A, vs)
+                _mm(qs, S[n0:n1], alpha=scale, out=oc, accumulate=True)
+            o[:, t0:t1] = _from_chunks(oc, t1 - t0)
+        ctx.scale, ctx.C = scale, C
         ctx.set_materialize_grads(False)
         ctx.has_h0 = h0 is not None
-        # qe and kd are kept (not recomputed): two fewer broadcast passes in backward
-        ctx.save_for_backward(q, k, v, b, A, D, S, a, f, qe, kd)
+        ctx.save_for_backward(q, k, v, g, S)
         return o, S[-1].clone()
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, b, A, D, S, a, f, qe, kd = ctx.saved_tensors
-        scale = ctx.scale
-        N, C = q.shape[0], q.shape[3]
-        causal = _causal(C, q.device)
-        if do is None:
-            do = v.new_zeros(v.shape)
-        # e.g. the gradient of o.sum() is an expanded (stride-0) tensor: bmm would then loop over
-        # the batch with a copy per matrix, so pay for one dense copy instead
-        do = do.contiguous()
-        need_dg = b is not None and ctx.needs_input_grad[3]
-        dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
-        dg = b.new_empty(b.shape) if need_dg else None
-        se = None if b is None else _decay(b.clone()).mul_(scale)[..., None]  # scale * exp(b_i)
-        G = S.new_empty(S.shape)  # dL/dS^(c)
-        if dht is None:
-            G[N].zero_()
-        else:
-            G[N].copy_(dht)
+        q, k, v, g, S = ctx.saved_tensors
+        scale, C = ctx.scale, ctx.C
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        sd = S.dtype
+        N = S.shape[0] - 1
+        notcausal = ~_causal(C, q.device)
+        need_dg = g is not None and ctx.needs_input_grad[3]
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dg = torch.empty_like(g) if need_dg else None
+        # dL/dS^(c) at the end of the segment being processed (G[N] = dL/d final state)
+        Gend = S.new_zeros(B, H, K, V) if dht is None else dht.to(sd)
+        shared = _shared_gates(g, T, C, sd, notcausal, scale)
         for n0, n1 in reversed(_segments(N, C)):
-            s = slice(n0, n1)
-            dos, Sprev = do[s], S[n0:n1]
-            # intra-chunk: o_intra = A v, A = scale (q k^T) * D
-            dA = _mm(dos, v[s].transpose(-1, -2))
-            _mm(A[s].transpose(-1, -2), dos, out=dv[s])
-            P = dA * D[s] if D is not None else dA.masked_fill(~causal, 0.0)
+            t0, t1 = n0 * C, min(T, n1 * C)
+            qs, ks, vs = (_to_chunks(x, t0, t1, C, sd) for x in (q, k, v))
+            # the per-segment copy also densifies an expanded (stride-0) do, e.g. from o.sum()
+            dos = vs.new_zeros(vs.shape) if do is None else _to_chunks(do, t0, t1, C, sd)
+            Sprev = S[n0:n1]
+            G = S.new_empty(n1 - n0 + 1, B, H, K, V)  # dL/dS^(c) for this segment's chunks
+            G[-1].copy_(Gend)
+            gt = _gates_for(g, t0, t1, C, sd, notcausal, scale, shared)
+            # intra-chunk: o_intra = A v, A = scale (q k^T) * D (recomputed)
+            A = _mm(qs, ks.transpose(-1, -2), alpha=scale)
+            if gt is not None:
+                A.mul_(gt.D)
+            else:
+                A.masked_fill_(notcausal, 0.0)
+            dA = _mm(dos, vs.transpose(-1, -2))
+            dvs = _mm(A.transpose(-1, -2), dos)
+            P = dA * gt.D if gt is not None else dA.masked_fill(notcausal, 0.0)
             # inter-chunk read: o_inter = qe S_prev with qe = scale exp(b) q
             X = _mm(dos, Sprev.transpose(-1, -2))  # [n, B, H, C, K]
-            torch.mul(X, scale if se is None else se[s], out=dq[s])
-            _mm(P, k[s], alpha=scale, out=dq[s], accumulate=True)
-            _grad_scan(None if a is None else a[s], _mm(qe[s].transpose(-1, -2), dos), G[n0 : n1 + 1])
-            Gnext = G[n0 + 1 : n1 + 1]
+            if gt is not None:
+                dqs = X * gt.se
+                qe = qs * gt.se
+                _grad_scan(gt.a.expand(n1 - n0, -1, -1), _mm(qe.transpose(-1, -2), dos), G)
+            else:
+                dqs = X * scale
+                _grad_scan(None, _mm(qs.transpose(-1, -2), dos, alpha=scale), G)
+            _mm(P, ks, alpha=scale, out=dqs, accumulate=True)
+            Gnext = G[1:]
             # state write: U = (k * f)^T v; the inter part of dk goes first, the gate needs it alone
-            _mm(v[s], Gnext.transpose(-1, -2), out=dk[s])
-            if f is not None:
-                dk[s].mul_(f[s, ..., None])
-            _mm(kd[s], Gnext, out=dv[s], accumulate=True)
+            dks = _mm(vs, Gnext.transpose(-1, -2))
+            if gt is not None:
+                dks.mul_(gt.f)
+                _mm(ks * gt.f, Gnext, out=dvs, accumulate=True)
+            else:
+                _mm(ks, Gnext, out=dvs, accumulate=True)
             if need_dg:
-                r = (X * qe[s]).sum(-1)  # dO_i . o_inter_i
-                dlog = (dk[s] * k[s]).sum(-1)
-                dend = a[s] * (Gnext * Sprev).sum((-1, -2))
-                dg[s] = _gate_grad(dA.mul_(A[s]), r, dlog, dend)
-            _mm(P.transpose(-1, -2), q[s], alpha=scale, out=dk[s], accumulate=True)
-        dh0 = G[0] if ctx.has_h0 else None
-        return dq, dk, dv, dg, dh0, None
-
-
-def _to_chunks(x: torch.Tensor, C: int, sd: torch.dtype) -> torch.Tensor:
-    """``[B, T, H, ...] -> [N, B, H, C, ...]`` in dtype ``sd`` (zero-padded in time to ``N * C``)."""
-    x = pad_time(x, C)
-    B, Tp, H = x.shape[:3]
-    x = x.reshape(B, Tp // C, C, H, *x.shape[3:])
-    perm = (1, 0, 3, 2) + tuple(range(4, x.dim()))
-    # ``.to(memory_format=...)`` may return the strided view itself, so ask for contiguity explicitly:
-    # every batched matmul below then runs on dense matrices without hidden copies
-    return x.permute(*perm).to(sd).contiguous()
+                r = (X * qe).sum(-1)  # dO_i . o_inter_i
+                dlog = (dks * ks).sum(-1)
+                dend = gt.a * (Gnext * Sprev).sum((-1, -2))
+                dg[:, t0:t1] = _from_chunks(_gate_grad(dA.mul_(A), r, dlog, dend), t1 - t0)
+            _mm(P.transpose(-1, -2), qs, alpha=scale, out=dks, accumulate=True)
+            for out, gr in ((dq, dqs), (dk, dks), (dv, dvs)):
+                out[:, t0:t1] = _from_chunks(gr, t1 - t0)
+            Gend = G[0]
+        dh0 = Gend if ctx.has_h0 else None
+        return dq, dk, dv, dg, dh0, None, None
 
 
 def chunk_scalar_decay_fixed(
@@ -255,15 +316,11 @@ def chunk_scalar_decay_fixed(
 
     Returns ``o: [B, T, H, V]`` in the *state* dtype (callers cast) and the final state or None.
     """
-    B, T, H, _ = q.shape
     sd = state_dtype(q)
-    C = min(chunk_size, T)
-    qc, kc, vc = (_to_chunks(x, C, sd) for x in (q, k, v))
-    # padded steps get g = 0, so the chunk-end decay equals the last real token's
-    gc = None if g is None else _to_chunks(g, C, sd)
+    C = min(chunk_size, q.shape[1])
     h0 = None if initial_state is None else initial_state.to(sd)
-    o, ht = _ChunkScalarDecay.apply(qc, kc, vc, gc, h0, scale)
-    o = o.permute(1, 0, 3, 2, 4).reshape(B, -1, H, v.shape[-1])[:, :T]
+    # padded steps (last chunk) get g = 0, so the chunk-end decay equals the last real token's
+    o, ht = _ChunkScalarDecay.apply(q, k, v, g, h0, scale, C)
     return o, (ht if output_final_state else None)
 
 
