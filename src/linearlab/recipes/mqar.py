@@ -249,6 +249,7 @@ def plot(results: list[dict], path_dir: RunDir) -> None:
             if pts:
                 ax.plot(*zip(*pts), marker=markers[i % len(markers)], label=lab, color=plt.cm.tab10(i % 10))
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels overlap on a short log range
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"MQAR L={L}, {kv} kv pairs")
         ax.set_xlabel("recurrent state size (scalars / sequence)")
