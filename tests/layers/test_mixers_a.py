@@ -467,7 +467,7 @@ ERRORS = [
     ),
     (
         lambda: create_mixer("lssl", d_model=4)(torch.ones(1, 2, 4, dtype=torch.long)),
-        r"x: expected a floating-point dtype, got torch.int64",
+        r"x: expected a floating-point tensor, got dtype torch.int64",
     ),
     (
         lambda: create_mixer("retnet", d_model=16)([[0.0] * 16]),
@@ -475,7 +475,7 @@ ERRORS = [
     ),
     (
         lambda: create_mixer("lightning", d_model=16)(torch.randn(3, 16)),
-        r"x: expected 3 dims \[B, T, D\], got shape \[3, 16\]",
+        r"x: expected 3 dims \[B, T, D\] with D = 16, got shape \[3, 16\]",
     ),
 ]
 

@@ -6,20 +6,6 @@ import torch
 from torch import nn
 
 
-def check_x(x: torch.Tensor, d_model: int) -> None:
-    """Mixer input check: ``x: [B, T, D]`` floating point with ``D == d_model`` and ``T >= 1``."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x: expected a torch.Tensor [B, T, D], got {type(x).__name__}")
-    if x.dim() != 3:
-        raise ValueError(f"x: expected 3 dims [B, T, D], got shape {list(x.shape)}")
-    if x.shape[-1] != d_model:
-        raise ValueError(f"x: last dim must equal d_model = {d_model}, got shape {list(x.shape)}")
-    if x.shape[1] == 0:
-        raise ValueError("x: sequence length T must be at least 1, got 0")
-    if not x.dtype.is_floating_point:
-        raise ValueError(f"x: expected a floating-point dtype, got {x.dtype}")
-
-
 def check_heads(d_model: int, num_heads: int) -> int:
     """Return the head dim, with a clear error when ``num_heads`` does not divide ``d_model``."""
     if num_heads < 1 or d_model % num_heads:

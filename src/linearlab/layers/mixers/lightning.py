@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linearlab.layers.mixers._shared_a import SimpleRMSNorm, check_heads, check_x, merge_heads, split_heads
+from linearlab.layers.mixers._shared_a import SimpleRMSNorm, check_heads, merge_heads, split_heads
+from linearlab.layers.modules import check_mixer_input
 from linearlab.layers.registry import register_mixer
 
 
@@ -68,7 +69,7 @@ class LightningAttention(nn.Module):
         """``x: [B, T, D] -> y: [B, T, D]``; ``state`` as returned by the previous call (None at start)."""
         from linearlab.ops import chunk_lightning_attn, fused_recurrent_lightning_attn
 
-        check_x(x, self.d_model)
+        check_mixer_input(x, self.d_model)
         q, k, v = (split_heads(t, self.num_heads) for t in F.silu(self.qkv_proj(x)).chunk(3, dim=-1))
         op = fused_recurrent_lightning_attn if x.shape[1] == 1 else chunk_lightning_attn
         o, S = op(

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linearlab.layers.mixers._shared_a import check_x
+from linearlab.layers.modules import check_mixer_input
 from linearlab.layers.registry import register_mixer
 
 
@@ -151,7 +151,7 @@ class LinearStateSpaceLayer(nn.Module):
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``x: [B, T, D] -> y: [B, T, D]``; ``state`` as returned by the previous call (None at start)."""
-        check_x(x, self.d_model)
+        check_mixer_input(x, self.d_model)
         # float64 stays float64 (tests); anything else runs the SSM in float32
         sd = torch.float64 if x.dtype == torch.float64 else torch.float32
         u = x.to(sd).transpose(1, 2)  # [B, D, T]

@@ -11,13 +11,13 @@ from torch import nn
 from linearlab.layers.mixers._shared_a import (
     check_choice,
     check_heads,
-    check_x,
     get_position,
     merge_heads,
     position_tensor,
     simple_gla,
     split_heads,
 )
+from linearlab.layers.modules import check_mixer_input
 from linearlab.layers.registry import register_mixer
 from linearlab.layers.rotary import RotaryEmbedding, xpos_scale
 
@@ -89,7 +89,7 @@ class MultiScaleRetention(nn.Module):
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``x: [B, T, D] -> y: [B, T, D]``; ``state`` as returned by the previous call (None at start)."""
-        check_x(x, self.d_model)
+        check_mixer_input(x, self.d_model)
         pos = get_position(state)
         T = x.shape[1]
         q = split_heads(self.q_proj(x), self.num_heads)

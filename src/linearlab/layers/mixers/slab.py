@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linearlab.layers.mixers._shared_a import check_heads, check_x, linear_attn, merge_heads, split_heads
+from linearlab.layers.mixers._shared_a import check_heads, linear_attn, merge_heads, split_heads
+from linearlab.layers.modules import check_mixer_input
 from linearlab.layers.registry import register_mixer
 
 
@@ -77,7 +78,7 @@ class SimplifiedLinearAttention(nn.Module):
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``x: [B, T, D] -> y: [B, T, D]``; ``state`` as returned by the previous call (None at start)."""
-        check_x(x, self.d_model)
+        check_mixer_input(x, self.d_model)
         q = torch.relu(split_heads(self.q_proj(x), self.num_heads))
         k = torch.relu(split_heads(self.k_proj(x), self.num_heads))
         v = self.v_proj(x)

@@ -7,12 +7,12 @@ from torch import nn
 
 from linearlab.layers.mixers._shared_a import (
     check_heads,
-    check_x,
     get_position,
     merge_heads,
     position_tensor,
     split_heads,
 )
+from linearlab.layers.modules import check_mixer_input
 from linearlab.layers.registry import register_mixer
 from linearlab.layers.rotary import RotaryEmbedding
 
@@ -73,7 +73,7 @@ class SoftmaxAttention(nn.Module):
         """``x: [B, T, D] -> y: [B, T, D]``; ``state`` = the KV cache returned by the previous call."""
         from linearlab.ops import attention, attention_step
 
-        check_x(x, self.d_model)
+        check_mixer_input(x, self.d_model)
         pos = get_position(state)
         T = x.shape[1]
         q, k, v = (split_heads(t, self.num_heads) for t in self.qkv_proj(x).chunk(3, dim=-1))

@@ -12,7 +12,6 @@ from linearlab.layers.mixers._shared_a import (
     SimpleRMSNorm,
     check_choice,
     check_heads,
-    check_x,
     get_position,
     linear_attn,
     merge_heads,
@@ -20,6 +19,7 @@ from linearlab.layers.mixers._shared_a import (
     simple_gla,
     split_heads,
 )
+from linearlab.layers.modules import check_mixer_input
 from linearlab.layers.registry import register_mixer
 
 
@@ -114,7 +114,7 @@ class TransNormerAttention(nn.Module):
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``x: [B, T, D] -> y: [B, T, D]``; ``state`` as returned by the previous call (None at start)."""
-        check_x(x, self.d_model)
+        check_mixer_input(x, self.d_model)
         q = split_heads(self.q_proj(x), self.num_heads)
         k = split_heads(self.k_proj(x), self.num_heads)
         v = split_heads(self.v_proj(x), self.num_heads)
