@@ -78,39 +78,3 @@ def retention_decay(num_heads: int, dtype: torch.dtype = torch.float32, device=N
         raise ValueError(f"num_heads: expected a positive int, got {num_heads!r}")
     vals = [math.log1p(-(2.0 ** (-5 - h))) for h in range(num_heads)]
     return torch.tensor(vals, dtype=dtype, device=device)
-
-
-def run_packed(
-    fn,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor | None,
-    initial_state: torch.Tensor | None,
-    output_final_state: bool,
-    cu_seqlens: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run ``fn(q, k, v, g, h0) -> (o, ht)`` on each packed sequence of a ``B == 1`` batch.
-
-    Uses ``split`` rather than slicing in a loop: the backward of a split is one concatenation,
-    while every slice's backward would allocate a full-length zero gradient (O(N * T) work).
-    An empty sequence passes its initial state (or zeros) through unchanged.
-    """
-    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
-    N, H, K, V = len(lengths), q.shape[2], q.shape[3], v.shape[3]
-    qs, ks, vs = (x.split(lengths, dim=1) for x in (q, k, v))
-    gs = [None] * N if g is None else g.split(lengths, dim=1)
-    h0s = [None] * N if initial_state is None else initial_state.split(1, dim=0)
-    outs, finals = [], []
-    for n in range(N):
-        if lengths[n] == 0:
-            h = h0s[n]
-            finals.append(
-                q.new_zeros(1, H, K, V, dtype=state_dtype(q)) if h is None else h.to(state_dtype(q))
-            )
-            continue
-        o, h = fn(qs[n], ks[n], vs[n], gs[n], h0s[n])
-        outs.append(o)
-        finals.append(h)
-    o = torch.cat(outs, dim=1)
-    return o, (torch.cat(finals, dim=0) if output_final_state else None)

@@ -20,11 +20,10 @@ import torch
 from linearlab.ops.simple_gla._common import (
     check_chunk_size,
     retention_decay,
-    run_packed,
     total_gate,
     validate,
 )
-from linearlab.ops.utils import check_qkv, state_dtype
+from linearlab.ops.utils import check_qkv, run_varlen, state_dtype
 
 #: log-decays below this are treated as -inf (factor exactly 0). exp(-60) ~ 1e-26 in float32 and
 #: exp(-600) ~ 1e-261 in float64 stay far above the subnormal range even after one more product,
@@ -341,15 +340,14 @@ def chunk_scalar_decay(
     """
     if cu_seqlens is None:
         return chunk_scalar_decay_fixed(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
-    return run_packed(
-        lambda q, k, v, g, h0: chunk_scalar_decay_fixed(q, k, v, g, scale, h0, True, chunk_size),
-        q,
-        k,
-        v,
-        g,
+    return run_varlen(
+        lambda q, k, v, g, initial_state, output_final_state: chunk_scalar_decay_fixed(
+            q, k, v, g, scale, initial_state, True, chunk_size
+        ),
+        {"q": q, "k": k, "v": v, "g": g},
+        cu_seqlens,
         initial_state,
         output_final_state,
-        cu_seqlens,
     )
 
 

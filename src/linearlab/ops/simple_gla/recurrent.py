@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from linearlab.ops.simple_gla._common import retention_decay, run_packed, total_gate, validate
-from linearlab.ops.utils import check_qkv, state_dtype
+from linearlab.ops.simple_gla._common import retention_decay, total_gate, validate
+from linearlab.ops.utils import check_qkv, run_varlen, state_dtype
 
 
 def recurrent_scalar_decay_fixed(
@@ -55,15 +55,14 @@ def recurrent_scalar_decay(
     """Validated-input entry shared by the scalar-decay families (``o`` in the state dtype)."""
     if cu_seqlens is None:
         return recurrent_scalar_decay_fixed(q, k, v, g, scale, initial_state, output_final_state)
-    return run_packed(
-        lambda q, k, v, g, h0: recurrent_scalar_decay_fixed(q, k, v, g, scale, h0, True),
-        q,
-        k,
-        v,
-        g,
+    return run_varlen(
+        lambda q, k, v, g, initial_state, output_final_state: recurrent_scalar_decay_fixed(
+            q, k, v, g, scale, initial_state, True
+        ),
+        {"q": q, "k": k, "v": v, "g": g},
+        cu_seqlens,
         initial_state,
         output_final_state,
-        cu_seqlens,
     )
 
 
