@@ -60,6 +60,12 @@ def variant(label: str, num_heads: int | None = None) -> tuple[str, dict[str, An
     return name, kwargs
 
 
+def refuse_existing_run(run_dir, resume: bool) -> None:
+    """A run directory that already holds a run is only reused with ``--resume``."""
+    if run_dir.file("config.json").exists() and not resume:
+        raise ValueError(f"--out: {str(run_dir.path)!r} already holds a run; pass --resume to continue it")
+
+
 def _init_worker() -> None:
     import torch
 

@@ -24,7 +24,15 @@ import torch.nn.functional as F
 from linearlab.config import apply_overrides, to_dict
 from linearlab.io import atomic_write_json
 from linearlab.recipes import Recipe
-from linearlab.recipes._lab import COST_HINT, default_workers, format_table, parse_variants, run_jobs, variant
+from linearlab.recipes._lab import (
+    COST_HINT,
+    default_workers,
+    format_table,
+    parse_variants,
+    refuse_existing_run,
+    run_jobs,
+    variant,
+)
 from linearlab.runs import RunDir
 
 LM_MIXERS = "softmax,linear_elu1,hedgehog,retnet,gla,deltanet,gated_deltanet"
@@ -209,8 +217,7 @@ def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
     labels = parse_variants(exp.mixers)
     for f in [f for f in exp.data.split(",") if f]:
         check_input_path(f, "file", "--data")
-    if run_dir.file("config.json").exists() and not args.resume:
-        raise ValueError(f"--out: {str(run_dir.path)!r} already holds a run; pass --resume to continue it")
+    refuse_existing_run(run_dir, args.resume)
     run_dir.write_config(to_dict(exp))
     jobs = [
         ({"experiment": to_dict(exp), "label": lab, "folder": str(run_dir.path / lab)},) for lab in labels

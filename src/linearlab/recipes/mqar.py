@@ -28,7 +28,15 @@ import torch
 from linearlab.config import apply_overrides, to_dict
 from linearlab.io import atomic_write_json
 from linearlab.recipes import Recipe
-from linearlab.recipes._lab import COST_HINT, default_workers, format_table, parse_variants, run_jobs, variant
+from linearlab.recipes._lab import (
+    COST_HINT,
+    default_workers,
+    format_table,
+    parse_variants,
+    refuse_existing_run,
+    run_jobs,
+    variant,
+)
 from linearlab.runs import RunDir
 
 PAPER_MIXERS = "softmax,linear_elu1,hedgehog,retnet,lightning,gla,deltanet,gated_deltanet,mom"
@@ -274,8 +282,7 @@ def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
         exp.mixers = args.mixers
     exp = apply_overrides(exp, args.set)
     labels = parse_variants(exp.mixers)
-    if run_dir.file("config.json").exists() and not args.resume:
-        raise ValueError(f"--out: {str(run_dir.path)!r} already holds a run; pass --resume to continue it")
+    refuse_existing_run(run_dir, args.resume)
     settings = [MQARSetting(**s) for s in exp.settings]
     for s in settings:  # fail fast on impossible settings, before any training
         from linearlab.tasks.mqar import MQARConfig
