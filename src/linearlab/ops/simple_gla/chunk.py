@@ -185,6 +185,22 @@ def _shared_gates(g, T, C, sd, notcausal, scale):
     return _Gates(_to_chunks(g, 0, C, C, sd), notcausal, scale)
 
 
+def _segment_states(ks: torch.Tensor, vs: torch.Tensor, gt: _Gates | None, S0: torch.Tensor) -> torch.Tensor:
+    """States entering each chunk of a segment and leaving its last: ``[n + 1, B, H, K, V]``.
+
+    ``ks: [n, B, H, C, K]``, ``vs: [n, B, H, C, V]``, ``S0: [B, H, K, V]`` the state entering the
+    segment. Each chunk adds ``U_c = (k * f)^T v`` (f: decay from token j to the chunk end).
+    """
+    n = ks.shape[0]
+    S = S0.new_empty(n + 1, *S0.shape)
+    S[0].copy_(S0)
+    if gt is None:
+        _state_scan(None, _mm(ks.transpose(-1, -2), vs), S)
+    else:
+        _state_scan(gt.a.expand(n, -1, -1), _mm((ks * gt.f).transpose(-1, -2), vs), S)
+    return S
+
+
 class _ChunkScalarDecay(torch.autograd.Function):
     """``(q, k, v, g, h0) -> (o, ht)`` with chunk size ``C``.
 
@@ -194,9 +210,10 @@ class _ChunkScalarDecay(torch.autograd.Function):
     SEGMENT_TOKENS tokens (reverse order in backward); each segment is self-contained: its slice of
     the inputs is cast, padded and permuted to ``[n, B, H, C, D]`` (chunks lead, so a run of states
     is a contiguous slice), and its outputs are written straight back into ``[B, T, H, D]``. Only
-    the inputs and the states entering each chunk (``[N + 1, B, H, K, V]``) are saved; everything
-    else (decays, intra-chunk scores) is recomputed per segment in backward, so every full-size
-    tensor is touched once per pass and the cost per token does not grow with T.
+    the inputs and the state entering each *segment* are saved; everything else (decays, the
+    states inside a segment, intra-chunk scores) is recomputed per segment in backward. The only
+    T-sized buffers are the inputs and outputs, so the cost per token does not grow with T (and no
+    large scratch buffer has to be faulted in afresh on every call).
     """
 
     @staticmethod
@@ -206,61 +223,64 @@ class _ChunkScalarDecay(torch.autograd.Function):
         sd = state_dtype(q)
         N = -(-T // C)
         notcausal = ~_causal(C, q.device)
+        segments = _segments(N, C)
         o = q.new_empty(B, T, H, V, dtype=sd)
-        S = q.new_empty(N + 1, B, H, K, V, dtype=sd)  # state entering each chunk
+        # the state entering each segment (and the final one); backward recomputes the states
+        # inside a segment from these, so no T-sized state buffer is kept
+        Sb = q.new_empty(len(segments) + 1, B, H, K, V, dtype=sd)
         if h0 is None:
-            S[0].zero_()
+            Sb[0].zero_()
         else:
-            S[0].copy_(h0)
+            Sb[0].copy_(h0)
         shared = _shared_gates(g, T, C, sd, notcausal, scale)
-        for n0, n1 in _segments(N, C):
+        for i, (n0, n1) in enumerate(segments):
             t0, t1 = n0 * C, min(T, n1 * C)
             qs, ks, vs = (_to_chunks(x, t0, t1, C, sd) for x in (q, k, v))
-            A = _mm(qs, ks.transpose(-1, -2), alpha=scale)  # scale (q_i . k_j) D_ij, per chunk
             gt = _gates_for(g, t0, t1, C, sd, notcausal, scale, shared)
+            S = _segment_states(ks, vs, gt, Sb[i])
+            A = _mm(qs, ks.transpose(-1, -2), alpha=scale)  # scale (q_i . k_j) D_ij, per chunk
             if gt is not None:
                 A.mul_(gt.D)
-                _state_scan(
-                    gt.a.expand(n1 - n0, -1, -1), _mm((ks * gt.f).transpose(-1, -2), vs), S[n0 : n1 + 1]
-                )
                 oc = _mm(A, vs)
-                _mm(qs * gt.se, S[n0:n1], out=oc, accumulate=True)  # qe = scale * exp(b_i) q_i
+                _mm(qs * gt.se, S[:-1], out=oc, accumulate=True)  # qe = scale * exp(b_i) q_i
             else:
                 A.masked_fill_(notcausal, 0.0)
-                _state_scan(None, _mm(ks.transpose(-1, -2), vs), S[n0 : n1 + 1])
                 oc = _mm(A, vs)
-                _mm(qs, S[n0:n1], alpha=scale, out=oc, accumulate=True)
+                _mm(qs, S[:-1], alpha=scale, out=oc, accumulate=True)
             o[:, t0:t1] = _from_chunks(oc, t1 - t0)
+            Sb[i + 1].copy_(S[-1])
         ctx.scale, ctx.C = scale, C
         ctx.set_materialize_grads(False)
         ctx.has_h0 = h0 is not None
-        ctx.save_for_backward(q, k, v, g, S)
-        return o, S[-1].clone()
+        ctx.save_for_backward(q, k, v, g, Sb)
+        return o, Sb[-1].clone()
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, g, S = ctx.saved_tensors
+        q, k, v, g, Sb = ctx.saved_tensors
         scale, C = ctx.scale, ctx.C
         B, T, H, K = q.shape
         V = v.shape[-1]
-        sd = S.dtype
-        N = S.shape[0] - 1
+        sd = Sb.dtype
+        N = -(-T // C)
         notcausal = ~_causal(C, q.device)
         need_dg = g is not None and ctx.needs_input_grad[3]
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dg = torch.empty_like(g) if need_dg else None
         # dL/dS^(c) at the end of the segment being processed (G[N] = dL/d final state)
-        Gend = S.new_zeros(B, H, K, V) if dht is None else dht.to(sd)
+        Gend = Sb.new_zeros(B, H, K, V) if dht is None else dht.to(sd)
         shared = _shared_gates(g, T, C, sd, notcausal, scale)
-        for n0, n1 in reversed(_segments(N, C)):
+        segments = _segments(N, C)
+        for i in reversed(range(len(segments))):
+            n0, n1 = segments[i]
             t0, t1 = n0 * C, min(T, n1 * C)
             qs, ks, vs = (_to_chunks(x, t0, t1, C, sd) for x in (q, k, v))
             # the per-segment copy also densifies an expanded (stride-0) do, e.g. from o.sum()
             dos = vs.new_zeros(vs.shape) if do is None else _to_chunks(do, t0, t1, C, sd)
-            Sprev = S[n0:n1]
-            G = S.new_empty(n1 - n0 + 1, B, H, K, V)  # dL/dS^(c) for this segment's chunks
-            G[-1].copy_(Gend)
             gt = _gates_for(g, t0, t1, C, sd, notcausal, scale, shared)
+            Sprev = _segment_states(ks, vs, gt, Sb[i])[:-1]  # recomputed from the segment's start
+            G = Sb.new_empty(n1 - n0 + 1, B, H, K, V)  # dL/dS^(c) for this segment's chunks
+            G[-1].copy_(Gend)
             # intra-chunk: o_intra = A v, A = scale (q k^T) * D (recomputed)
             A = _mm(qs, ks.transpose(-1, -2), alpha=scale)
             if gt is not None:
