@@ -8,16 +8,37 @@ from linearlab.bench import ops as bench_ops
 
 def test_ops_bench_tiny(tmp_path, capsys):
     out = tmp_path / "ops.json"
-    args = ["--lengths", "64", "--families", "linear_attn,gla", "--repeats", "1", "--memory-t", "256"]
+    args = ["--lengths", "32,64", "--families", "linear_attn,gla", "--repeats", "1", "--memory-t", "256"]
     assert bench_ops.main([*args, "--contexts", "32,64", "--threads", "1", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert {r["family"] for r in data["speed"]} == {"linear_attn", "gla"}
+    # the default-allocator scaling pass ran first, on the shortest and longest T
+    scaling = data["scaling_with_default_allocator"]
+    assert [(r["family"], r["short"], r["long"]) for r in scaling] == [
+        ("linear_attn", 32, 64),
+        ("gla", 32, 64),
+    ]
+    assert all(r["ratio"] > 0 for r in scaling)
+    assert data["allocator"] == "reuse"  # glibc on Linux accepts the mallopt settings
     for r in data["speed"]:
         assert r["chunk_fwdbwd"] > 0 and r["naive_fwdbwd"] > 0 and r["sdpa_fwdbwd"] > 0
         assert r["speedup_vs_naive_fwdbwd"] == r["naive_fwdbwd"] / r["chunk_fwdbwd"]
     assert all(m["peak_mib"] >= 0 for m in data["memory"]), data["memory"]
     assert {r["context"] for r in data["decode"]} == {32, 64}
     assert "targets:" in capsys.readouterr().out
+
+
+def test_ops_bench_system_malloc_skips_the_allocator_change(tmp_path):
+    out = tmp_path / "ops.json"
+    args = ["--lengths", "32,64", "--families", "linear_attn", "--repeats", "1", "--memory-t", "0"]
+    assert bench_ops.main([*args, "--contexts", "32", "--system-malloc", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["allocator"] == "system" and data["scaling_with_default_allocator"] == []
+    per_token = {r["T"]: r["chunk_fwdbwd_us_per_token"] for r in data["speed"]}
+    ratio = (
+        data["targets"]["linear_attn"]["per_token_cost_ratio_32768_vs_2048"] if 32768 in per_token else None
+    )
+    assert ratio is None and set(per_token) == {32, 64}
 
 
 def test_ops_bench_rejects_unknown_family(tmp_path):

@@ -5,6 +5,13 @@ chunked form, the naive token loop (T <= 2048) and causal SDPA on the same shape
 peak memory of the chunked forward+backward at T = 65536 (measured in a fresh subprocess as the
 growth of its peak resident set size, inputs included); and the decoding form's per-token step
 time after prefilling contexts of growing length (KV-cache SDPA for comparison).
+
+Allocator: glibc page-faults every buffer of 32 MiB or more afresh on each call (smaller ones are
+recycled), which adds ~10 ms per output tensor at T = 32768 and none at T = 2048. So the run first
+measures the per-token cost ratio of the longest to the shortest T with glibc's defaults, then
+tells malloc to keep freed memory (``bench.timing.reuse_freed_memory``, as jemalloc/tcmalloc do)
+and measures everything else with that; both ratios are printed and saved. ``--system-malloc``
+keeps the defaults throughout. The peak-memory subprocess always uses the default allocator.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from linearlab import ops
-from linearlab.bench.timing import fmt_ms, fmt_ratio, median_time
+from linearlab.bench.timing import fmt_ms, fmt_ratio, median_time, reuse_freed_memory
 from linearlab.io import atomic_write_json
 
 B, H, D = 1, 4, 64
@@ -164,6 +171,22 @@ def bench_speed(
     return rows
 
 
+def bench_scaling(fams: list[Family], short: int, long: int, repeats: int) -> list[dict]:
+    """Per-token forward+backward cost at ``long`` over ``short`` tokens, under the current allocator."""
+    rows = []
+    for fam in fams:
+        per_token = {}
+        for T in (short, long):
+            args, kwargs = make_inputs(fam, T)
+            do = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(1))
+            per_token[T] = median_time(partial(_fwd_bwd, fam.chunk, args, kwargs, do), repeats) / T
+        rows.append(
+            {"family": fam.name, "short": short, "long": long, "ratio": per_token[long] / per_token[short]}
+        )
+        print(f"{fam.name:17s} per-token cost T={long} / T={short}: {rows[-1]['ratio']:.2f}", flush=True)
+    return rows
+
+
 def _speed_line(r: dict) -> str:
     return (
         f"{r['family']:17s} {r['T']:>6d} | chunk {fmt_ms(r['chunk_fwd']):>8s} {fmt_ms(r['chunk_fwdbwd']):>8s}"
@@ -284,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         "--contexts", default=None, help="comma-separated decode contexts (default 1024,8192,32768)"
     )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="keep glibc's default allocator settings for the whole run (see bench.timing.reuse_freed_memory)",
+    )
     p.add_argument("--json", default="bench_results/ops.json", help="where to write the results")
     p.add_argument("--memory-child", nargs=2, metavar=("FAMILY", "T"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -316,6 +344,17 @@ def main(argv: list[str] | None = None) -> int:
         f"linearlab bench ops | torch {torch.__version__} | threads {torch.get_num_threads()} | {platform.processor() or platform.machine()}"
     )
     print(f"B={B} H={H} K=V={D} float32; times are medians in ms (forward, forward+backward)")
+    default_scaling, reused = [], False
+    if not args.system_malloc:
+        if len(lengths) > 1:
+            print("linear scaling with glibc's default allocator (large buffers page-faulted on every call):")
+            default_scaling = bench_scaling(fams, min(lengths), max(lengths), repeats)
+        reused = reuse_freed_memory()
+        print(
+            "allocator: freed memory kept for reuse (mallopt), as jemalloc/tcmalloc do"
+            if reused
+            else "allocator: system default (mallopt unavailable)"
+        )
     speed = bench_speed(fams, lengths, naive_max, sdpa_max, repeats)
     memory = bench_memory(fams, mem_t) if mem_t else []
     decode = bench_decode(fams, contexts)
@@ -329,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "allocator": "reuse" if reused else "system",
+        "scaling_with_default_allocator": default_scaling,
         "shape": {"B": B, "H": H, "K": D, "V": D},
         "speed": speed,
         "memory": memory,
