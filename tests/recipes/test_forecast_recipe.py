@@ -70,6 +70,10 @@ def test_legacy_flag_and_csv_input(tmp_path, capsys):
         "repeat,nlinear",
         "--set",
         "individual=true",
+        "--set",
+        "lr=0.002",
+        "--set",
+        "batch_size=16",
     ]
     assert main([*argv, "--horizons", "24", "--lookback", "48", "--legacy-drop-last", "--out", str(out)]) == 0
     capsys.readouterr()
@@ -77,7 +81,9 @@ def test_legacy_flag_and_csv_input(tmp_path, capsys):
     details = json.loads((out / "details.json").read_text())
     assert set(summary) == {"repeat", "nlinear", "wall_seconds"}
     assert summary["nlinear"]["24"]["params"] == 2 * (48 * 24 + 24)  # one map per channel
-    assert details["results"]["nlinear"]["24"]["settings"]["model_kwargs"] == {"individual": True}
+    settings = details["results"]["nlinear"]["24"]["settings"]
+    assert settings["model_kwargs"] == {"individual": True}
+    assert (settings["lr"], settings["batch_size"]) == (0.002, 16)  # --set overrides the paper's
     legacy = details["results"]["repeat"]["24"]["legacy"]
     assert summary["repeat"]["24"]["mse"] == legacy["mse"] and legacy["windows"] % 32 == 0
 
@@ -87,6 +93,31 @@ def test_bad_model_name_is_rejected(tmp_path):
         main(["run", "forecast", "--smoke", "--models", "nlinear,transformer", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="--horizons: cannot parse '24,x' as a list of int"):
         main(["run", "forecast", "--smoke", "--horizons", "24,x", "--out", str(tmp_path)])
+
+
+def test_dlinear_uses_its_first_release_settings():
+    # Table 2's DLinear row: batch 8, run_longExp's default lr 1e-4, weights initialised to 1/L.
+    st = settings_for("dlinear", 96, None)
+    assert (st.lookback, st.lr, st.batch_size, st.epochs, st.patience) == (336, 1e-4, 8, 10, 3)
+    assert st.model_kwargs == {"init": "average"}
+    shared = settings_for("nlinear", 96, None)  # the shared Linear/etth1.sh script
+    assert (shared.lr, shared.batch_size, shared.model_kwargs) == (0.005, 32, {})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "linear_init=uniform",
+            "--set linear_init: expected one of \\('auto', 'default', 'average'\\), got 'uniform'",
+        ),
+        ("lr=-0.1", "--set lr: expected 0 \\(the paper's\\) or a positive finite rate, got -0.1"),
+        ("batch_size=-4", "--set batch_size: expected 0 \\(the paper's\\) or a positive size, got -4"),
+    ],
+)
+def test_bad_settings_are_rejected(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        main(["run", "forecast", "--smoke", "--models", "nlinear", "--set", override, "--out", str(tmp_path)])
 
 
 def test_learning_rate_schedules_follow_the_reference_code():
