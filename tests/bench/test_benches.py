@@ -8,7 +8,18 @@ from linearlab.bench import ops as bench_ops
 
 def test_ops_bench_tiny(tmp_path, capsys):
     out = tmp_path / "ops.json"
-    args = ["--lengths", "32,64", "--families", "linear_attn,gla", "--repeats", "1", "--memory-t", "256"]
+    args = [
+        "--lengths",
+        "32,64",
+        "--families",
+        "linear_attn,gla",
+        "--repeats",
+        "1",
+        "--min-seconds",
+        "0",
+        "--memory-t",
+        "256",
+    ]
     assert bench_ops.main([*args, "--contexts", "32,64", "--threads", "1", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert {r["family"] for r in data["speed"]} == {"linear_attn", "gla"}
@@ -30,7 +41,18 @@ def test_ops_bench_tiny(tmp_path, capsys):
 
 def test_ops_bench_system_malloc_skips_the_allocator_change(tmp_path):
     out = tmp_path / "ops.json"
-    args = ["--lengths", "32,64", "--families", "linear_attn", "--repeats", "1", "--memory-t", "0"]
+    args = [
+        "--lengths",
+        "32,64",
+        "--families",
+        "linear_attn",
+        "--repeats",
+        "1",
+        "--min-seconds",
+        "0",
+        "--memory-t",
+        "0",
+    ]
     assert bench_ops.main([*args, "--contexts", "32", "--system-malloc", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["allocator"] == "system" and data["scaling_with_default_allocator"] == []
@@ -66,3 +88,21 @@ def test_mixers_bench_tiny(tmp_path):
     data = json.loads(out.read_text())
     assert set(data["train"]) == {"softmax", "gla"} and set(data["decode"]) == {"softmax", "gla"}
     assert data["train_seq_len"] == 64 and set(data["decode"]["gla"]) == {"64"}
+
+
+def test_median_time_keeps_sampling_until_min_seconds():
+    import time
+
+    from linearlab.bench.timing import median_time
+
+    calls = []
+
+    def nap():
+        calls.append(None)
+        time.sleep(0.01)
+
+    assert median_time(nap, repeats=2, warmup=0, min_seconds=0.08) >= 0.01
+    assert len(calls) >= 8  # 2 repeats would stop after 0.02 s
+    calls.clear()
+    median_time(nap, repeats=3, warmup=1)
+    assert len(calls) == 4  # no time budget: warm-up plus exactly the repeats

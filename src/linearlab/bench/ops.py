@@ -7,11 +7,11 @@ growth of its peak resident set size, inputs included); and the decoding form's 
 time after prefilling contexts of growing length (KV-cache SDPA for comparison).
 
 Allocator: glibc page-faults every buffer of 32 MiB or more afresh on each call (smaller ones are
-recycled), which adds ~10 ms per output tensor at T = 32768 and none at T = 2048. So the run first
-measures the per-token cost ratio of the longest to the shortest T with glibc's defaults, then
-tells malloc to keep freed memory (``bench.timing.reuse_freed_memory``, as jemalloc/tcmalloc do)
-and measures everything else with that; both ratios are printed and saved. ``--system-malloc``
-keeps the defaults throughout. The peak-memory subprocess always uses the default allocator.
+recycled), which adds ~10 ms per output tensor at T = 32768 and none at T = 2048. So the run
+first measures the per-token cost ratio of the longest T to T = 2048 (or to the shortest T) with
+glibc's defaults, then tells malloc to keep freed memory (``bench.timing.reuse_freed_memory``, as
+jemalloc/tcmalloc do) and measures everything else with that; both ratios are printed and saved.
+``--system-malloc`` keeps the defaults throughout. The peak-memory subprocess always uses the default allocator.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ class Family:
     gates: Callable[[int, torch.Generator], dict[str, torch.Tensor]]
     positional: tuple[str, ...] = ()  # gate names passed positionally after q, k, v
     normalize_keys: bool = False
+
+
+#: each chunk-form timing samples for at least this long by default (fast calls get many repeats)
+MIN_SECONDS = 0.5
 
 
 def _no_gates(T, gen):
@@ -138,7 +142,12 @@ def _sdpa_fwd_bwd(qkv, do):
 
 
 def bench_speed(
-    fams: list[Family], lengths: list[int], naive_max_t: int, sdpa_max_t: int, repeats: int
+    fams: list[Family],
+    lengths: list[int],
+    naive_max_t: int,
+    sdpa_max_t: int,
+    repeats: int,
+    min_seconds: float = MIN_SECONDS,
 ) -> list[dict]:
     rows = []
     sdpa_cache: dict[int, tuple[float, float]] = {}
@@ -153,8 +162,12 @@ def bench_speed(
             args, kwargs = make_inputs(fam, T)
             do = torch.ones_like(args[2])  # the output has v's shape
             row = {"family": fam.name, "T": T}
-            row["chunk_fwd"] = median_time(partial(_fwd, fam.chunk, args, kwargs), repeats)
-            row["chunk_fwdbwd"] = median_time(partial(_fwd_bwd, fam.chunk, args, kwargs, do), repeats)
+            fwd, fwdbwd = (
+                partial(_fwd, fam.chunk, args, kwargs),
+                partial(_fwd_bwd, fam.chunk, args, kwargs, do),
+            )
+            row["chunk_fwd"] = median_time(fwd, repeats, min_seconds=min_seconds)
+            row["chunk_fwdbwd"] = median_time(fwdbwd, repeats, min_seconds=min_seconds)
             if T <= naive_max_t:
                 naive_reps = max(1, min(repeats, 3))
                 row["naive_fwd"] = median_time(partial(_fwd, fam.naive, args, kwargs), naive_reps, warmup=0)
@@ -171,7 +184,9 @@ def bench_speed(
     return rows
 
 
-def bench_scaling(fams: list[Family], short: int, long: int, repeats: int) -> list[dict]:
+def bench_scaling(
+    fams: list[Family], short: int, long: int, repeats: int, min_seconds: float = MIN_SECONDS
+) -> list[dict]:
     """Per-token forward+backward cost at ``long`` over ``short`` tokens, under the current allocator."""
     rows = []
     for fam in fams:
@@ -179,7 +194,8 @@ def bench_scaling(fams: list[Family], short: int, long: int, repeats: int) -> li
         for T in (short, long):
             args, kwargs = make_inputs(fam, T)
             do = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(1))
-            per_token[T] = median_time(partial(_fwd_bwd, fam.chunk, args, kwargs, do), repeats) / T
+            fwdbwd = partial(_fwd_bwd, fam.chunk, args, kwargs, do)
+            per_token[T] = median_time(fwdbwd, repeats, min_seconds=min_seconds) / T
         rows.append(
             {"family": fam.name, "short": short, "long": long, "ratio": per_token[long] / per_token[short]}
         )
@@ -301,7 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="about a minute: T in {512, 2048}, no memory run")
     p.add_argument("--lengths", default=None, help="comma-separated T values (default 512,2048,8192,32768)")
     p.add_argument("--families", default=None, help="comma-separated subset of families")
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None, help="minimum timed runs per measurement")
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=None,
+        help=f"keep timing a chunk form until this long is spent (default {MIN_SECONDS}; --quick 0.1)",
+    )
     p.add_argument("--memory-t", type=int, default=65536, help="T for the peak-memory run (0: skip)")
     p.add_argument(
         "--contexts", default=None, help="comma-separated decode contexts (default 1024,8192,32768)"
@@ -340,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         lengths = [int(x) for x in (args.lengths or "512,2048,8192,32768").split(",")]
         naive_max, sdpa_max, repeats, mem_t = 2048, 8192, args.repeats or 5, args.memory_t
         contexts = [int(x) for x in (args.contexts or "1024,8192,32768").split(",")]
+    min_seconds = args.min_seconds if args.min_seconds is not None else (0.1 if args.quick else MIN_SECONDS)
+    if min_seconds < 0:
+        p.error(f"--min-seconds: expected a non-negative number, got {min_seconds}")
     print(
         f"linearlab bench ops | torch {torch.__version__} | threads {torch.get_num_threads()} | {platform.processor() or platform.machine()}"
     )
@@ -348,14 +373,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.system_malloc:
         if len(lengths) > 1:
             print("linear scaling with glibc's default allocator (large buffers page-faulted on every call):")
-            default_scaling = bench_scaling(fams, min(lengths), max(lengths), repeats)
+            # the target compares T=32768 with T=2048; other length lists use their extremes
+            short = 2048 if 2048 in lengths and max(lengths) > 2048 else min(lengths)
+            default_scaling = bench_scaling(fams, short, max(lengths), repeats, min_seconds)
         reused = reuse_freed_memory()
         print(
             "allocator: freed memory kept for reuse (mallopt), as jemalloc/tcmalloc do"
             if reused
             else "allocator: system default (mallopt unavailable)"
         )
-    speed = bench_speed(fams, lengths, naive_max, sdpa_max, repeats)
+    speed = bench_speed(fams, lengths, naive_max, sdpa_max, repeats, min_seconds)
     memory = bench_memory(fams, mem_t) if mem_t else []
     decode = bench_decode(fams, contexts)
     targets = summarize(speed, memory, decode)
