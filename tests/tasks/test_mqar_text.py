@@ -86,6 +86,19 @@ def test_stdlib_corpus_is_fixed_and_split():
     assert torch.equal(corpus.train, again.train)
 
 
+@pytest.mark.parametrize("hashed_to_validation", [True, False])
+def test_one_file_is_split_by_bytes_whichever_side_its_name_hashes_to(
+    tmp_path, monkeypatch, hashed_to_validation
+):
+    import linearlab.tasks.text as text
+
+    monkeypatch.setattr(text, "_is_validation", lambda name, fraction: hashed_to_validation)
+    f = tmp_path / "one.txt"
+    f.write_bytes(bytes(range(200)))
+    corpus = ByteCorpus.from_files([f], val_fraction=0.25, max_bytes=None)
+    assert corpus.train.tolist() == list(range(150)) and corpus.val.tolist() == list(range(150, 200))
+
+
 def test_byte_corpus_from_user_files_and_windows(tmp_path):
     f = tmp_path / "a.txt"
     f.write_bytes(bytes(range(256)) * 4)

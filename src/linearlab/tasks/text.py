@@ -72,9 +72,10 @@ class ByteCorpus:
             total += len(data)
             if max_bytes is not None and total >= max_bytes:
                 break
-        if not val_parts and train_parts:
-            # a tiny corpus: keep the tail of the training bytes for validation
-            joined = b"".join(train_parts)
+        if not val_parts or not train_parts:
+            # too few files for the per-file split to fill both sides (e.g. one file): split the
+            # bytes instead and keep the tail for validation
+            joined = b"".join(train_parts + val_parts)
             cut = max(1, int(len(joined) * (1 - val_fraction)))
             train_parts, val_parts = [joined[:cut]], [joined[cut:]]
         train = torch.frombuffer(bytearray(b"".join(train_parts)), dtype=torch.uint8)
