@@ -31,6 +31,8 @@ def test_ops_bench_tiny(tmp_path, capsys):
     ]
     assert all(r["ratio"] > 0 for r in scaling)
     assert data["allocator"] == "reuse"  # glibc on Linux accepts the mallopt settings
+    ratio = data["targets"]["gla"]["per_token_cost_ratio_64_vs_32_glibc_default"]
+    assert ratio == scaling[1]["ratio"]
     for r in data["speed"]:
         assert r["chunk_fwdbwd"] > 0 and r["naive_fwdbwd"] > 0 and r["sdpa_fwdbwd"] > 0
         assert r["speedup_vs_naive_fwdbwd"] == r["naive_fwdbwd"] / r["chunk_fwdbwd"]
