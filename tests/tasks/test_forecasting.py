@@ -21,8 +21,6 @@ from linearlab.tasks.forecasting import (
 )
 
 # The shared data folder sits next to the repository: <repo>/../shared/data.
-ETTH1 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ETT-small" / "ETTh1.csv"
-needs_etth1 = pytest.mark.skipif(not ETTH1.is_file(), reason=f"needs ../shared/data ({ETTH1} absent)")
 
 
 def write_csv(path: Path, n_rows: int, n_channels: int = 2, seed: int = 0) -> np.ndarray:
@@ -194,9 +192,8 @@ def test_rounded_is_half_away_from_zero():
     assert rounded(0.0125) == 0.013 and rounded(-0.0125) == -0.013 and rounded(1.2944) == 1.294
 
 
-@needs_etth1
-def test_repeat_baseline_on_etth1_equals_ltsf_linear_table2():
-    series = load_csv(ETTH1)
+def test_repeat_baseline_on_etth1_equals_ltsf_linear_table2(etth1_csv):
+    series = load_csv(etth1_csv)
     assert series.values.shape == (17420, 7) and series.kind == "ett_hour"
     data = prepare(series, 336, 96)
     assert str(series.dates[data.borders["test"][0] + 336]) == "2017-10-24 00:00:00"
