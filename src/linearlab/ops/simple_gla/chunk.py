@@ -185,19 +185,22 @@ def _shared_gates(g, T, C, sd, notcausal, scale):
     return _Gates(_to_chunks(g, 0, C, C, sd), notcausal, scale)
 
 
-def _segment_states(ks: torch.Tensor, vs: torch.Tensor, gt: _Gates | None, S0: torch.Tensor) -> torch.Tensor:
+def _decayed_keys(ks: torch.Tensor, gt: _Gates | None) -> torch.Tensor:
+    """``k * f`` (f: decay from token j to its chunk end), the keys as they are written to the state."""
+    return ks if gt is None else ks * gt.f
+
+
+def _segment_states(kf: torch.Tensor, vs: torch.Tensor, gt: _Gates | None, S0: torch.Tensor) -> torch.Tensor:
     """States entering each chunk of a segment and leaving its last: ``[n + 1, B, H, K, V]``.
 
-    ``ks: [n, B, H, C, K]``, ``vs: [n, B, H, C, V]``, ``S0: [B, H, K, V]`` the state entering the
-    segment. Each chunk adds ``U_c = (k * f)^T v`` (f: decay from token j to the chunk end).
+    ``kf: [n, B, H, C, K]`` the decayed keys (:func:`_decayed_keys`), ``vs: [n, B, H, C, V]``,
+    ``S0: [B, H, K, V]`` the state entering the segment. Chunk c adds ``U_c = kf^T v``.
     """
-    n = ks.shape[0]
+    n = kf.shape[0]
     S = S0.new_empty(n + 1, *S0.shape)
     S[0].copy_(S0)
-    if gt is None:
-        _state_scan(None, _mm(ks.transpose(-1, -2), vs), S)
-    else:
-        _state_scan(gt.a.expand(n, -1, -1), _mm((ks * gt.f).transpose(-1, -2), vs), S)
+    a = None if gt is None else gt.a.expand(n, -1, -1)
+    _state_scan(a, _mm(kf.transpose(-1, -2), vs), S)
     return S
 
 
@@ -237,7 +240,7 @@ class _ChunkScalarDecay(torch.autograd.Function):
             t0, t1 = n0 * C, min(T, n1 * C)
             qs, ks, vs = (_to_chunks(x, t0, t1, C, sd) for x in (q, k, v))
             gt = _gates_for(g, t0, t1, C, sd, notcausal, scale, shared)
-            S = _segment_states(ks, vs, gt, Sb[i])
+            S = _segment_states(_decayed_keys(ks, gt), vs, gt, Sb[i])
             A = _mm(qs, ks.transpose(-1, -2), alpha=scale)  # scale (q_i . k_j) D_ij, per chunk
             if gt is not None:
                 A.mul_(gt.D)
@@ -270,15 +273,14 @@ class _ChunkScalarDecay(torch.autograd.Function):
         # dL/dS^(c) at the end of the segment being processed (G[N] = dL/d final state)
         Gend = Sb.new_zeros(B, H, K, V) if dht is None else dht.to(sd)
         shared = _shared_gates(g, T, C, sd, notcausal, scale)
-        segments = _segments(N, C)
-        for i in reversed(range(len(segments))):
-            n0, n1 = segments[i]
+        for i, (n0, n1) in reversed(list(enumerate(_segments(N, C)))):
             t0, t1 = n0 * C, min(T, n1 * C)
             qs, ks, vs = (_to_chunks(x, t0, t1, C, sd) for x in (q, k, v))
             # the per-segment copy also densifies an expanded (stride-0) do, e.g. from o.sum()
             dos = vs.new_zeros(vs.shape) if do is None else _to_chunks(do, t0, t1, C, sd)
             gt = _gates_for(g, t0, t1, C, sd, notcausal, scale, shared)
-            Sprev = _segment_states(ks, vs, gt, Sb[i])[:-1]  # recomputed from the segment's start
+            kf = _decayed_keys(ks, gt)
+            Sprev = _segment_states(kf, vs, gt, Sb[i])[:-1]  # recomputed from the segment's start
             G = Sb.new_empty(n1 - n0 + 1, B, H, K, V)  # dL/dS^(c) for this segment's chunks
             G[-1].copy_(Gend)
             # intra-chunk: o_intra = A v, A = scale (q k^T) * D (recomputed)
@@ -305,9 +307,7 @@ class _ChunkScalarDecay(torch.autograd.Function):
             dks = _mm(vs, Gnext.transpose(-1, -2))
             if gt is not None:
                 dks.mul_(gt.f)
-                _mm(ks * gt.f, Gnext, out=dvs, accumulate=True)
-            else:
-                _mm(ks, Gnext, out=dvs, accumulate=True)
+            _mm(kf, Gnext, out=dvs, accumulate=True)
             if need_dg:
                 r = (X * qe).sum(-1)  # dO_i . o_inter_i
                 dlog = (dks * ks).sum(-1)
