@@ -141,6 +141,12 @@ def _sdpa_fwd_bwd(qkv, do):
         t.grad = None
 
 
+def _chunk_fwdbwd_seconds(fam: Family, args, kwargs, repeats: int, min_seconds: float) -> float:
+    """Median forward+backward time of the chunked form (cotangent of ones, allocated up front)."""
+    do = torch.ones_like(args[2])  # the output has v's shape
+    return median_time(partial(_fwd_bwd, fam.chunk, args, kwargs, do), repeats, min_seconds=min_seconds)
+
+
 def bench_speed(
     fams: list[Family],
     lengths: list[int],
@@ -162,12 +168,10 @@ def bench_speed(
             args, kwargs = make_inputs(fam, T)
             do = torch.ones_like(args[2])  # the output has v's shape
             row = {"family": fam.name, "T": T}
-            fwd, fwdbwd = (
-                partial(_fwd, fam.chunk, args, kwargs),
-                partial(_fwd_bwd, fam.chunk, args, kwargs, do),
+            row["chunk_fwd"] = median_time(
+                partial(_fwd, fam.chunk, args, kwargs), repeats, min_seconds=min_seconds
             )
-            row["chunk_fwd"] = median_time(fwd, repeats, min_seconds=min_seconds)
-            row["chunk_fwdbwd"] = median_time(fwdbwd, repeats, min_seconds=min_seconds)
+            row["chunk_fwdbwd"] = _chunk_fwdbwd_seconds(fam, args, kwargs, repeats, min_seconds)
             if T <= naive_max_t:
                 naive_reps = max(1, min(repeats, 3))
                 row["naive_fwd"] = median_time(partial(_fwd, fam.naive, args, kwargs), naive_reps, warmup=0)
@@ -193,9 +197,7 @@ def bench_scaling(
         per_token = {}
         for T in (short, long):
             args, kwargs = make_inputs(fam, T)
-            do = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(1))
-            fwdbwd = partial(_fwd_bwd, fam.chunk, args, kwargs, do)
-            per_token[T] = median_time(fwdbwd, repeats, min_seconds=min_seconds) / T
+            per_token[T] = _chunk_fwdbwd_seconds(fam, args, kwargs, repeats, min_seconds) / T
         rows.append(
             {"family": fam.name, "short": short, "long": long, "ratio": per_token[long] / per_token[short]}
         )
