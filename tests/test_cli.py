@@ -10,7 +10,7 @@ from linearlab.io import atomic_write_json, read_jsonl
 def test_unknown_recipe_names_known_ones(capsys):
     assert main(["run", "no-such-recipe"]) == 2
     err = capsys.readouterr().err
-    assert "unknown recipe 'no-such-recipe'" in err
+    assert err.count("\n") == 1 and "unknown recipe 'no-such-recipe'; choose from: " in err and "mqar" in err
 
 
 def test_unknown_bench(capsys):
@@ -18,14 +18,42 @@ def test_unknown_bench(capsys):
     assert "unknown benchmark 'nope'" in capsys.readouterr().err
 
 
-def test_report_rejects_missing_dir(tmp_path):
+def test_report_rejects_missing_dir_and_non_runs_in_one_line(tmp_path, capsys):
     missing = tmp_path / "absent"
-    try:
-        main(["report", str(missing)])
-    except FileNotFoundError as err:
-        assert "absent" in str(err)
-    else:
-        raise AssertionError("expected FileNotFoundError")
+    assert main(["report", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "absent" in err and "does not exist" in err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "summary.json" in capsys.readouterr().err
+
+
+def test_usage_errors_are_one_line_with_exit_code_2(capsys):
+    for argv, message in (
+        (["run", "mqar", "--bogus"], "unrecognized arguments: --bogus"),
+        (["run", "mqar", "--preset", "huge"], "invalid choice: 'huge'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["run", "mqar", "--resume"], "--resume: give the run directory"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
+
+
+def test_run_help_lists_presets_and_config_fields(capsys):
+    assert main(["run", "mqar", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "presets: default, smoke, zoology" in out and "steps = 1200" in out
+
+
+def test_every_recipe_has_default_and_smoke_presets_that_validate():
+    from linearlab.recipes import get_recipe, list_recipes
+
+    assert len(list_recipes()) >= 7
+    for name in list_recipes():
+        recipe = get_recipe(name)
+        for preset in recipe.presets:
+            config = recipe.presets[preset]()
+            assert isinstance(config, recipe.config), (name, preset)
 
 
 def test_console_entry_point_runs():

@@ -1,15 +1,37 @@
-"""Command line: ``linearlab ls|run|report|bench``."""
+"""Command line: ``linearlab ls|run|report|bench``.
+
+Every user error (unknown name, bad ``--set`` key or value, missing input file, a run directory
+that may not be used) is one line on stderr and exit code 2, never a traceback, and it is found
+before anything is written.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
-import json
+import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any, NoReturn
 
 BENCHES = ("ops", "mixers")
+# errors that come from what the user asked for (bad value, missing file); anything else is a bug
+# and keeps its traceback
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (no usage dump) with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+class _UserError(Exception):
+    """A message for the user; ``main`` prints it as one line and returns 2."""
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
@@ -17,7 +39,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         from linearlab.recipes import get_recipe, list_recipes
 
         for name in list_recipes():
-            print(f"{name:28s} {get_recipe(name).help}")
+            recipe = get_recipe(name)
+            print(f"{name:24s} {recipe.help}  [presets: {', '.join(recipe.presets)}]")
     else:
         from linearlab.layers import list_mixers
 
@@ -26,55 +49,135 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_help(recipe) -> str:
+    default = recipe.presets["default"]()
+    lines = [
+        f"presets: {', '.join(recipe.presets)}",
+        "config fields (--set KEY=VALUE; default preset values):",
+    ]
+    for f in dataclasses.fields(default):
+        lines.append(f"  {f.name} = {getattr(default, f.name)!r}")
+    return "\n".join(lines)
+
+
 def _run_parser(recipe) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"linearlab run {recipe.name}", description=recipe.help)
+    parser = _Parser(
+        prog=f"linearlab run {recipe.name}",
+        description=recipe.help,
+        epilog=_config_help(recipe),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--preset", default=None, choices=list(recipe.presets), help="named config (default: default)"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="the tiny 'smoke' preset: a check in under a minute"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--smoke", action="store_true", help="tiny size, under a minute")
     parser.add_argument("--out", default=None, help="run directory (default runs/<recipe>/<run-id>)")
-    if recipe.add_arguments is not None:
-        recipe.add_arguments(parser)
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    for flag in recipe.flags:
+        parser.add_argument(
+            flag.flag, dest=f"flag_{flag.field}", default=None, help=flag.help or f"sets {flag.field}"
+        )
     return parser
 
 
+def _resolve_config(recipe, args: argparse.Namespace) -> tuple[Any, str]:
+    from linearlab.config import from_dict
+    from linearlab.runs import RunDir
+
+    if args.smoke and args.preset not in (None, "smoke"):
+        raise _UserError(f"--smoke and --preset {args.preset}: choose one")
+    preset = "smoke" if args.smoke else (args.preset or "default")
+    flags = {f.field: getattr(args, f"flag_{f.field}") for f in recipe.flags}
+    chosen = args.preset or args.smoke or args.set or any(v is not None for v in flags.values())
+    if args.resume and not chosen and args.out is not None:
+        # `--resume --out D` alone continues the run exactly as it was configured
+        stored = RunDir.read_stored_config(args.out)
+        try:
+            config = from_dict(recipe.config, stored["config"])
+        except TypeError as err:
+            raise ValueError(
+                f"--resume: the stored config does not fit {recipe.name}'s config ({err})"
+            ) from None
+        if recipe.check is not None:
+            recipe.check(config)
+        return config, stored.get("preset", preset)
+    return recipe.resolve(preset, flags, args.set), preset
+
+
 def _cmd_run(name: str, rest: list[str]) -> int:
+    from linearlab.config import to_dict
     from linearlab.recipes import get_recipe
     from linearlab.runs import RunDir
 
+    prog = f"linearlab run {name}"
     try:
         recipe = get_recipe(name)
-    except KeyError as err:
-        print(f"linearlab run: {err.args[0]}", file=sys.stderr)
+        args = _run_parser(recipe).parse_args(rest)
+        config, preset = _resolve_config(recipe, args)
+        path = RunDir.check_start(
+            recipe.name, to_dict(config), args.out, args.resume, tuple(recipe.resume_may_change)
+        )
+    except (_UserError, *USER_ERRORS) as err:
+        print(f"{prog}: {err}", file=sys.stderr)
         return 2
-    args = _run_parser(recipe).parse_args(rest)
-    run_dir = RunDir.create(recipe.name, args.out)
+    fresh = not args.resume
+    record = {"recipe": recipe.name, "preset": preset, "overrides": list(args.set), "config": to_dict(config)}
+    run_dir = RunDir.start(path, record, resume=args.resume)
     start = time.perf_counter()
-    summary = recipe.run(args, run_dir)
-    summary = dict(summary or {})
+    try:
+        summary = dict(recipe.run(config, run_dir) or {})
+    except USER_ERRORS as err:
+        print(f"{prog}: {err}{_after_failure(run_dir.path, fresh)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"{prog}: interrupted; continue with: linearlab run {recipe.name} --out {run_dir.path} --resume",
+            file=sys.stderr,
+        )
+        return 130
     summary.setdefault("wall_seconds", round(time.perf_counter() - start, 2))
     run_dir.write_summary(summary)
     print(run_dir.path)
     return 0
 
 
+def _after_failure(path: Path, fresh: bool) -> str:
+    """Remove a run directory this call made if the run wrote nothing but its config."""
+    if fresh and {p.name for p in path.iterdir()} <= {"config.json"}:
+        shutil.rmtree(path, ignore_errors=True)
+        return " (nothing was kept)"
+    return f" (files so far are in {str(path)!r}; continue with --resume once fixed)"
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from linearlab.io import check_input_path
-    from linearlab.recipes import get_recipe
+    from linearlab.recipes import RECIPES
     from linearlab.runs import RunDir
 
-    path = check_input_path(args.run_dir, kind="dir", name="run_dir")
-    summary_path = path / "summary.json"
-    if not summary_path.is_file():
-        print(f"linearlab report: {str(summary_path)!r} not found: is this a run directory?", file=sys.stderr)
-        return 2
-    recipe_name = args.recipe or path.parent.name
     try:
-        recipe = get_recipe(recipe_name)
-    except KeyError:
-        recipe = None
-    if recipe is not None and recipe.report is not None:
-        print(recipe.report(RunDir(path)))
-    else:
-        print(json.dumps(json.loads(summary_path.read_text()), indent=2))
+        path = check_input_path(args.run_dir, kind="dir", name="run_dir")
+        run_dir = RunDir(path)
+        summary = run_dir.read_summary()
+        recipe_name = args.recipe
+        if recipe_name is None:
+            try:
+                recipe_name = RunDir.read_stored_config(path).get("recipe")
+            except ValueError:
+                recipe_name = None
+            recipe_name = recipe_name or path.parent.name
+        recipe = RECIPES.get(recipe_name) if (args.recipe or recipe_name in RECIPES) else None
+        if recipe is not None and recipe.report is not None:
+            print(recipe.report(run_dir))
+        else:
+            import json
+
+            print(json.dumps(summary, indent=2))
+    except USER_ERRORS as err:
+        print(f"linearlab report: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -90,8 +193,8 @@ def _cmd_bench(name: str, rest: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="linearlab", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="linearlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_ls = sub.add_parser("ls", help="list mixers or recipes")
     p_ls.add_argument("what", choices=["mixers", "recipes"])
     p_run = sub.add_parser("run", help="run a recipe (linearlab run <recipe> --help for its options)")
@@ -99,20 +202,21 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("rest", nargs=argparse.REMAINDER)
     p_report = sub.add_parser("report", help="rebuild tables and figures from a run directory")
     p_report.add_argument("run_dir", type=Path)
-    p_report.add_argument(
-        "--recipe", default=None, help="recipe name (default: the run folder's parent name)"
-    )
+    p_report.add_argument("--recipe", default=None, help="recipe name (default: the one in config.json)")
     p_bench = sub.add_parser("bench", help=f"speed and memory benchmarks: {', '.join(BENCHES)}")
     p_bench.add_argument("name")
     p_bench.add_argument("rest", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    if args.command == "ls":
-        return _cmd_ls(args)
-    if args.command == "run":
-        return _cmd_run(args.recipe, args.rest)
-    if args.command == "report":
-        return _cmd_report(args)
-    return _cmd_bench(args.name, args.rest)
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "ls":
+            return _cmd_ls(args)
+        if args.command == "run":
+            return _cmd_run(args.recipe, args.rest)
+        if args.command == "report":
+            return _cmd_report(args)
+        return _cmd_bench(args.name, args.rest)
+    except SystemExit as exit_:  # argparse's --help (0) and usage errors (2)
+        return int(exit_.code or 0)
 
 
 if __name__ == "__main__":

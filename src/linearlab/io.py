@@ -48,6 +48,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
     """Append one JSON line; a crash can at worst leave a truncated last line, which readers skip."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(dict(record), default=_json_default) + "\n")
         f.flush()

@@ -1,65 +1,128 @@
-"""Recipes: one module per paper claim, discovered automatically.
+"""Recipes: one module per paper claim, found by name through one :class:`~linearlab.registry.Registry`.
 
-A recipe module defines ``RECIPE = Recipe(name=..., help=..., run=..., add_arguments=..., report=...)``.
-``run(args, run_dir) -> dict`` does the work, writes plots into ``run_dir`` and returns the summary,
-which the CLI writes to ``summary.json``. ``args`` always carries ``smoke`` (bool) and ``set`` (list
-of ``key=value`` overrides) plus whatever ``add_arguments`` added. ``report(run_dir)`` (optional)
-rebuilds tables and figures from the run directory alone and returns the printed text.
+A recipe module defines ``RECIPE = Recipe(...)``: its config dataclass, named presets (at least
+``default`` and ``smoke``), ``run(config, run_dir) -> summary`` and optionally ``report(run_dir)``.
+The CLI alone turns ``--preset`` / ``--smoke`` / ``--set key=value`` / the recipe's shortcut flags
+into a validated config, checks it (``Recipe.check``) before anything is written, refuses an
+existing run directory without ``--resume`` (and a resume whose config differs), writes
+``config.json`` and ``summary.json``, and prints the run directory last.
+
+Example (a minimal recipe module)::
+
+    @dataclass
+    class Config:
+        steps: int = 1000
+        seed: int = 0
+
+    def run(config: Config, run_dir: RunDir) -> dict:
+        ...  # train through linearlab.train.train(..., run_dir=..., resume=True)
+        return {"loss": 0.1}
+
+    RECIPE = Recipe(name="my-claim", help="...", config=Config,
+                    presets={"default": Config, "smoke": lambda: Config(steps=5)}, run=run)
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import importlib
 import pkgutil
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from linearlab.config import apply_overrides
+from linearlab.registry import Registry
 from linearlab.runs import RunDir
 
 
 @dataclass(frozen=True)
+class Flag:
+    """A shortcut command-line flag that sets one config field: ``--mixers a,b`` == ``--set mixers=a,b``."""
+
+    flag: str
+    field: str
+    help: str = ""
+
+
+@dataclass(frozen=True)
 class Recipe:
+    """One reproducible claim.
+
+    Attributes:
+        name: the CLI name (``linearlab run <name>``).
+        help: one line for ``linearlab ls recipes``.
+        config: the config dataclass; its ``__post_init__`` validates field values.
+        presets: name -> zero-argument factory of a config; ``default`` and ``smoke`` are required.
+        run: ``(config, run_dir) -> summary dict``; it writes plots and per-job files into ``run_dir``
+            and must be resumable (train through ``linearlab.train.train(..., resume=True)``).
+        report: ``run_dir -> printed text``, rebuilt from the run directory alone.
+        flags: shortcut flags for config fields.
+        check: ``config -> None``; validates what the dataclass cannot (input files, names) and
+            raises ValueError / FileNotFoundError before the run directory is created.
+        resume_may_change: config fields a ``--resume`` may change because they do not change the
+            results (e.g. ``workers``).
+    """
+
     name: str
     help: str
-    run: Callable[[argparse.Namespace, RunDir], dict[str, Any]]
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    config: type
+    presets: Mapping[str, Callable[[], Any]]
+    run: Callable[[Any, RunDir], dict[str, Any]]
     report: Callable[[RunDir], str] | None = None
+    flags: Sequence[Flag] = field(default_factory=tuple)
+    check: Callable[[Any], None] | None = None
+    resume_may_change: Sequence[str] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not dataclasses.is_dataclass(self.config):
+            raise TypeError(f"recipe {self.name!r}: config must be a dataclass, got {self.config!r}")
+        missing = {"default", "smoke"} - set(self.presets)
+        if missing:
+            raise TypeError(f"recipe {self.name!r}: presets must include {sorted(missing)}")
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        for flag in self.flags:
+            if flag.field not in fields:
+                raise TypeError(f"recipe {self.name!r}: flag {flag.flag} sets unknown field {flag.field!r}")
+
+    def resolve(
+        self,
+        preset: str = "default",
+        flag_values: Mapping[str, Any] | None = None,
+        overrides: Sequence[str] = (),
+    ) -> Any:
+        """The config for ``preset``, then shortcut flags, then ``--set`` overrides; validated.
+
+        Raises ValueError naming the preset, key or value that is wrong.
+        """
+        if preset not in self.presets:
+            raise ValueError(
+                f"--preset: unknown preset {preset!r} for {self.name}; choose from: {', '.join(self.presets)}"
+            )
+        config = self.presets[preset]()
+        sets = [f"{name}={value}" for name, value in (flag_values or {}).items() if value is not None]
+        config = apply_overrides(config, [*sets, *overrides])
+        if self.check is not None:
+            self.check(config)
+        return config
 
 
-def _discover() -> dict[str, Recipe]:
-    found: dict[str, Recipe] = {}
+def _discover() -> None:
     for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         recipe = getattr(module, "RECIPE", None)
         if isinstance(recipe, Recipe):
-            if recipe.name in found:
-                raise RuntimeError(f"two recipes are named {recipe.name!r}")
-            found[recipe.name] = recipe
-    return dict(sorted(found.items()))
+            RECIPES.register(recipe.name, recipe)
 
 
-_RECIPES: dict[str, Recipe] | None = None
+RECIPES: Registry[Recipe] = Registry("recipe", loader=_discover)
 
 
 def list_recipes() -> list[str]:
     """Names of all recipes, sorted."""
-    return list(_all())
+    return RECIPES.names()
 
 
 def get_recipe(name: str) -> Recipe:
-    """The recipe called ``name``; unknown names raise ``KeyError`` listing the known ones."""
-    recipes = _all()
-    if name not in recipes:
-        raise KeyError(f"unknown recipe {name!r}; known recipes: {', '.join(recipes)}")
-    return recipes[name]
-
-
-def _all() -> dict[str, Recipe]:
-    global _RECIPES
-    if _RECIPES is None:
-        _RECIPES = _discover()
-    return _RECIPES
+    """The recipe called ``name``; unknown names raise ``UnknownNameError`` listing the known ones."""
+    return RECIPES.get(name)

@@ -10,29 +10,21 @@ state, softmax with RoPE meets unseen positions), training tokens per second and
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from linearlab.config import apply_overrides, to_dict
-from linearlab.io import atomic_write_json
-from linearlab.recipes import Recipe
-from linearlab.recipes._lab import (
-    COST_HINT,
-    default_workers,
-    format_table,
-    parse_variants,
-    refuse_existing_run,
-    run_jobs,
-    variant,
-)
+from linearlab.config import to_dict
+from linearlab.io import atomic_write_json, check_input_path
+from linearlab.lab.mixer_variants import COST_HINT, parse_variants, variant
+from linearlab.lab.parallel import default_workers, run_jobs
+from linearlab.lab.tables import format_table
+from linearlab.recipes import Flag, Recipe
 from linearlab.runs import RunDir
 
 LM_MIXERS = "softmax,linear_elu1,hedgehog,retnet,gla,deltanet,gated_deltanet"
@@ -59,10 +51,18 @@ class LMExperiment:
     seed: int = 0
     workers: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "d_model", "n_layers", "num_heads", "seq_len", "extrapolation_factor",
+                     "steps", "batch_size", "eval_windows"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if self.workers < 0:
+            raise ValueError(f"workers: must be >= 0 (0: min(2, cores)), got {self.workers}")
 
-def preset(smoke: bool) -> LMExperiment:
-    if not smoke:
-        return LMExperiment()
+
+def _smoke() -> LMExperiment:
     return LMExperiment(
         mixers="softmax,gla",
         max_bytes=200_000,
@@ -158,6 +158,7 @@ def _train_one(job: dict[str, Any]) -> dict[str, Any]:
         "train_tokens_per_second": result.tokens_per_second,
         "train_seconds": round(result.train_seconds, 2),
         "final_train_loss": result.final_loss,
+        "first_losses": result.losses[:5],
     }
     atomic_write_json(done, record)
     return record
@@ -199,26 +200,15 @@ def plot(results: list[dict], run_dir: RunDir) -> None:
     run_dir.save_figure("lm_bits_per_byte.png", fig)
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mixers", default=None, help=f"comma-separated mixer labels (default {LM_MIXERS})")
-    parser.add_argument("--data", default=None, help="comma-separated text files (default: Python's stdlib)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-
-
-def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
-    from linearlab.io import check_input_path
-
-    exp = preset(args.smoke)
-    if args.mixers:
-        exp.mixers = args.mixers
-    if args.data:
-        exp.data = args.data
-    exp = apply_overrides(exp, args.set)
-    labels = parse_variants(exp.mixers)
+def check(exp: LMExperiment) -> None:
+    """Unknown mixers and unreadable data files fail before any file is written."""
+    parse_variants(exp.mixers)
     for f in [f for f in exp.data.split(",") if f]:
         check_input_path(f, "file", "--data")
-    refuse_existing_run(run_dir, args.resume)
-    run_dir.write_config(to_dict(exp))
+
+
+def run(exp: LMExperiment, run_dir: RunDir) -> dict[str, Any]:
+    labels = parse_variants(exp.mixers)
     jobs = [
         ({"experiment": to_dict(exp), "label": lab, "folder": str(run_dir.path / lab)},) for lab in labels
     ]
@@ -232,7 +222,7 @@ def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
 
 
 def report(run_dir: RunDir) -> str:
-    summary = json.loads(Path(run_dir.file("summary.json")).read_text())
+    summary = run_dir.read_summary()
     plot(summary["results"], run_dir)
     return table(summary["results"])
 
@@ -240,7 +230,14 @@ def report(run_dir: RunDir) -> str:
 RECIPE = Recipe(
     name="lm",
     help="byte-level language modelling per mixer: bits per byte, length extrapolation, tokens/s",
+    config=LMExperiment,
+    presets={"default": LMExperiment, "smoke": _smoke},
     run=run,
-    add_arguments=_add_arguments,
     report=report,
+    flags=(
+        Flag("--mixers", "mixers", f"comma-separated mixer labels (default {LM_MIXERS})"),
+        Flag("--data", "data", "comma-separated text files (default: Python's stdlib)"),
+    ),
+    check=check,
+    resume_may_change=("workers",),
 )

@@ -10,33 +10,25 @@ mixer under test, no MLP, no positional embedding (softmax uses RoPE). The defau
 in minutes on 2 cores; ``--preset zoology`` is Zoology's ICLR'24 Figure-2 grid (vocab 8192,
 (L, N) in {(64,4), (128,8), (256,16), (512,64)}, d_model 64..512, 4 learning rates, best reported).
 
-    linearlab run mqar [--preset default|zoology] [--mixers softmax,gla,...] [--set steps=800]
+    linearlab run mqar [--preset default|smoke|zoology] [--mixers softmax,gla,...] [--set steps=800]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from linearlab.config import apply_overrides, to_dict
+from linearlab.config import to_dict
 from linearlab.io import atomic_write_json
-from linearlab.recipes import Recipe
-from linearlab.recipes._lab import (
-    COST_HINT,
-    default_workers,
-    format_table,
-    parse_variants,
-    refuse_existing_run,
-    run_jobs,
-    variant,
-)
+from linearlab.lab.mixer_variants import COST_HINT, parse_variants, variant
+from linearlab.lab.parallel import default_workers, run_jobs
+from linearlab.lab.tables import format_table
+from linearlab.recipes import Flag, Recipe
 from linearlab.runs import RunDir
 
 PAPER_MIXERS = "softmax,linear_elu1,hedgehog,retnet,lightning,gla,deltanet,gated_deltanet,mom"
@@ -77,38 +69,47 @@ class MQARExperiment:
             return max(1, math.ceil(self.epochs * self.train_examples / self.batch_size))
         return self.steps
 
+    def __post_init__(self) -> None:
+        for name in ("train_examples", "test_examples", "steps", "batch_size", "num_heads", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"workers: must be >= 0 (0: min(2, cores)), got {self.workers}")
+        if not self.d_models or any(d < 1 for d in self.d_models):
+            raise ValueError(f"d_models: expected positive widths, got {self.d_models}")
+        if not self.lrs or any(lr <= 0 for lr in self.lrs):
+            raise ValueError(f"lrs: expected positive learning rates, got {self.lrs}")
 
-def preset(name: str) -> MQARExperiment:
-    if name == "default":
-        return MQARExperiment()
-    if name == "smoke":
-        return MQARExperiment(
-            mixers="softmax,gla,deltanet",
-            d_models=[32],
-            settings=[{"seq_len": 32, "train_kv": [2, 4], "test_kv": [2, 4]}],
-            train_examples=256,
-            test_examples=32,
-            steps=12,
-            batch_size=16,
-            warmup_steps=2,
-            checkpoint_every=5,
-        )
-    if name == "zoology":
-        return MQARExperiment(
-            d_models=[64, 128, 256, 512],
-            num_heads=1,
-            vocab_size=8192,
-            settings=[
-                {"seq_len": L, "train_kv": [n], "test_kv": [n]}
-                for L, n in ((64, 4), (128, 8), (256, 16), (512, 64))
-            ],
-            train_examples=100_000,
-            test_examples=3000,
-            epochs=64,
-            batch_size=128,
-            lrs=[1e-4, 4.6e-4, 2.2e-3, 1e-2],
-        )
-    raise ValueError(f"--preset: unknown {name!r}; choose from default, smoke, zoology")
+
+def _smoke() -> MQARExperiment:
+    return MQARExperiment(
+        mixers="softmax,gla,deltanet",
+        d_models=[32],
+        settings=[{"seq_len": 32, "train_kv": [2, 4], "test_kv": [2, 4]}],
+        train_examples=256,
+        test_examples=32,
+        steps=12,
+        batch_size=16,
+        warmup_steps=2,
+        checkpoint_every=5,
+    )
+
+
+def _zoology() -> MQARExperiment:
+    return MQARExperiment(
+        d_models=[64, 128, 256, 512],
+        num_heads=1,
+        vocab_size=8192,
+        settings=[
+            {"seq_len": L, "train_kv": [n], "test_kv": [n]}
+            for L, n in ((64, 4), (128, 8), (256, 16), (512, 64))
+        ],
+        train_examples=100_000,
+        test_examples=3000,
+        epochs=64,
+        batch_size=128,
+        lrs=[1e-4, 4.6e-4, 2.2e-3, 1e-2],
+    )
 
 
 def _make_data(exp: MQARExperiment, setting: MQARSetting):
@@ -209,6 +210,7 @@ def _train_one(job: dict[str, Any]) -> dict[str, Any]:
         "state_size": model.state_size(setting.seq_len),
         "accuracy": {str(n): result.eval[f"acc_kv{n}"] for n in setting.test_kv},
         "final_loss": result.final_loss,
+        "first_losses": result.losses[:5],
         "train_seconds": round(time.perf_counter() - t0, 2),
         "steps": steps,
     }
@@ -268,28 +270,33 @@ def plot(results: list[dict], path_dir: RunDir) -> None:
     path_dir.save_figure("mqar_accuracy_vs_state.png", fig)
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="default", choices=["default", "zoology"], help="experiment size")
-    parser.add_argument(
-        "--mixers", default=None, help=f"comma-separated mixer labels (default {PAPER_MIXERS})"
-    )
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+def _settings(exp: MQARExperiment) -> list[MQARSetting]:
+    out = []
+    for i, s in enumerate(exp.settings):
+        if not isinstance(s, dict):
+            raise ValueError(f"settings[{i}]: expected an object like {to_dict(MQARSetting())}, got {s!r}")
+        unknown = set(s) - {"seq_len", "train_kv", "test_kv"}
+        if unknown:
+            raise ValueError(
+                f"settings[{i}]: unknown keys {sorted(unknown)}; allowed: seq_len, train_kv, test_kv"
+            )
+        out.append(MQARSetting(**s))
+    return out
 
 
-def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
-    exp = preset("smoke" if args.smoke else args.preset)
-    if args.mixers:
-        exp.mixers = args.mixers
-    exp = apply_overrides(exp, args.set)
-    labels = parse_variants(exp.mixers)
-    refuse_existing_run(run_dir, args.resume)
-    settings = [MQARSetting(**s) for s in exp.settings]
-    for s in settings:  # fail fast on impossible settings, before any training
-        from linearlab.tasks.mqar import MQARConfig
+def check(exp: MQARExperiment) -> None:
+    """Fail fast on unknown mixers and impossible data settings, before any file is written."""
+    from linearlab.tasks.mqar import MQARConfig
 
+    parse_variants(exp.mixers)
+    for s in _settings(exp):
         for n in {*s.train_kv, *s.test_kv}:
             MQARConfig(vocab_size=exp.vocab_size, seq_len=s.seq_len, num_kv_pairs=n).validate()
-    run_dir.write_config(to_dict(exp))
+
+
+def run(exp: MQARExperiment, run_dir: RunDir) -> dict[str, Any]:
+    labels = parse_variants(exp.mixers)
+    settings = _settings(exp)
     jobs = []
     for s in settings:
         for d in exp.d_models:
@@ -308,7 +315,7 @@ def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
 
 
 def report(run_dir: RunDir) -> str:
-    summary = json.loads(Path(run_dir.file("summary.json")).read_text())
+    summary = run_dir.read_summary()
     plot(summary["results"], run_dir)
     return table(summary["results"])
 
@@ -316,7 +323,11 @@ def report(run_dir: RunDir) -> str:
 RECIPE = Recipe(
     name="mqar",
     help="associative recall (Zoology MQAR) vs recurrent state size for the paper mixers",
+    config=MQARExperiment,
+    presets={"default": MQARExperiment, "smoke": _smoke, "zoology": _zoology},
     run=run,
-    add_arguments=_add_arguments,
     report=report,
+    flags=(Flag("--mixers", "mixers", f"comma-separated mixer labels (default {PAPER_MIXERS})"),),
+    check=check,
+    resume_may_change=("workers",),
 )

@@ -18,10 +18,20 @@ from linearlab.io import atomic_save_safetensors
 
 
 def save_checkpoint(
-    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, trainer_state: dict[str, Any]
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``path`` atomically (a crash leaves the previous checkpoint intact)."""
+    """Write ``path`` atomically (a crash leaves the previous checkpoint intact).
+
+    ``extra`` holds further named tensors (e.g. the best weights of early stopping), stored under
+    ``extra.<name>``.
+    """
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for name, value in (extra or {}).items():
+        tensors[f"extra.{name}"] = value
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for idx, state in opt["state"].items():
@@ -42,18 +52,36 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
-) -> dict[str, Any]:
-    """Restore model (and optimizer, RNG) from ``path``; returns the trainer state dict."""
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    with_extra: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Restore model (and optimizer, RNG) from ``path``; returns the trainer state dict
+    (and, with ``with_extra``, the ``extra`` tensors given to :func:`save_checkpoint`).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a readable checkpoint (corrupt or truncated), or it holds
+            the weights of another architecture (the message lists the mismatched names).
+    """
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint: {str(path)!r} does not exist")
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no items())
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no items())
+        trainer = json.loads(metadata.get("trainer", "{}"))
+    except Exception as err:  # safetensors raises its own error types for a damaged header or body
+        raise ValueError(
+            f"checkpoint: {str(path)!r} is corrupt or truncated ({type(err).__name__}: {err}); "
+            "delete it to restart this training from the beginning"
+        ) from None
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    _check_architecture(path, model, model_state)
     model.load_state_dict(model_state)
     if optimizer is not None:
         scalars = json.loads(metadata.get("optim_scalars", "{}"))
@@ -69,4 +97,26 @@ def load_checkpoint(
         optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
-    return json.loads(metadata.get("trainer", "{}"))
+    if with_extra:
+        extra = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
+        return trainer, extra
+    return trainer
+
+
+def _check_architecture(path: Path, model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """A checkpoint of another model is refused with the names that differ, before anything loads."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    reshaped = sorted(k for k in set(own) & set(saved) if tuple(own[k].shape) != tuple(saved[k].shape))
+    if not (missing or unexpected or reshaped):
+        return
+    parts = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)):
+        if names:
+            more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
+            parts.append(f"{label}: {', '.join(names[:3])}{more}")
+    raise ValueError(
+        f"checkpoint: {str(path)!r} holds another architecture than {type(model).__name__} "
+        f"({'; '.join(parts)}); resume it with the config it was trained with"
+    )
