@@ -149,6 +149,7 @@ def test_fuse_repbn_model_gives_same_eval_outputs(tie):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        model.advance_schedules()  # forward does not step the schedule; the training loop does this
     model.eval()
     ids = torch.randint(0, 32, (2, 9))
     before = model(ids).logits

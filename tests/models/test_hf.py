@@ -84,6 +84,58 @@ def test_hf_generate_matches_mixerlm_generate(pattern):
     assert torch.equal(theirs, ours)
 
 
+@pytest.mark.parametrize(("temperature", "top_k"), [(1.0, None), (0.7, 5)])
+def test_hf_sampling_matches_mixerlm_sampling_with_the_same_seed(temperature, top_k):
+    # both draw one torch.multinomial sample per step from the global generator, from the same
+    # float32 softmax(logits / temperature) after the same top-k cut: equal token for token
+    model = LinearLabForCausalLM(
+        _tiny_config(block_pattern="GA", pattern_kwargs={"A": {"num_heads": 2}}, init_std=0.5)
+    ).eval()
+    prompt = torch.randint(0, 40, (3, 5))
+    torch.manual_seed(123)
+    ours = model.model.generate(prompt, max_new_tokens=10, temperature=temperature, top_k=top_k)
+    torch.manual_seed(123)
+    # HF's top_k defaults to 50; 0 switches the cut off like MixerLM's top_k=None
+    theirs = model.generate(
+        prompt, max_new_tokens=10, do_sample=True, temperature=temperature, top_k=top_k or 0
+    )
+    assert torch.equal(theirs, ours)
+    # really sampled: another seed, other tokens
+    torch.manual_seed(124)
+    assert not torch.equal(model.model.generate(prompt, 10, temperature=temperature, top_k=top_k), ours)
+
+
+@pytest.mark.parametrize("pattern", ["DD", "GA"])
+@pytest.mark.parametrize("num_beams", [3, 45])
+def test_hf_beam_search_matches_mixerlm_beam_search(pattern, num_beams):
+    # num_beams=45 > vocab_size=40: some beams start dead in both implementations
+    model = LinearLabForCausalLM(
+        _tiny_config(block_pattern=pattern, pattern_kwargs={"A": {"num_heads": 2}}, init_std=0.5)
+    ).eval()
+    prompt = torch.randint(0, 40, (3, 5))
+    ours = model.model.generate(prompt, max_new_tokens=6, num_beams=num_beams)
+    theirs = model.generate(prompt, max_new_tokens=6, do_sample=False, num_beams=num_beams)
+    assert torch.equal(theirs, ours)
+
+
+def test_hf_beam_search_with_enough_beams_is_exhaustive_search():
+    # independent of MixerLM.generate: with num_beams >= V^(steps-1) no prefix is dropped, so HF's
+    # beam search must return the most likely of all V^steps continuations
+    vocab, steps = 5, 3
+    model = LinearLabForCausalLM(_tiny_config(vocab_size=vocab, init_std=0.5)).double().eval()
+    prompt = torch.randint(0, vocab, (16, 3))
+    got = model.generate(prompt, max_new_tokens=steps, do_sample=False, num_beams=vocab ** (steps - 1))
+    tails = torch.cartesian_prod(*[torch.arange(vocab)] * steps)  # [V^steps, steps]
+    with torch.no_grad():
+        for row, out in zip(prompt, got, strict=True):
+            seqs = torch.cat([row.expand(len(tails), -1), tails], dim=1)
+            logp = torch.log_softmax(model(seqs).logits[:, 2:-1].double(), dim=-1)
+            score = logp.gather(-1, tails.unsqueeze(-1)).squeeze(-1).sum(-1)
+            assert torch.equal(out, seqs[score.argmax()])
+    # the rows where greedy is not optimal make this a test of the search, not of argmax
+    assert not torch.equal(got, model.generate(prompt, max_new_tokens=steps, do_sample=False))
+
+
 def test_hf_generate_is_recurrent(monkeypatch):
     model = LinearLabForCausalLM(_tiny_config()).eval()
     calls = []

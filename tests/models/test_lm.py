@@ -309,6 +309,77 @@ def test_generate_sampling(test_mixer):
     assert torch.equal(model.generate(prompt, 0), prompt)
 
 
+def test_generate_sampling_equals_reference_draws(test_mixer):
+    # reference: full re-run each step, temperature + top-k by hand, one torch.multinomial draw
+    # per step from the global generator (what transformers' sampling does with the same seed)
+    model = _tiny(test_mixer, n_layers=2, init_std=0.5).eval()
+    prompt = torch.randint(0, 32, (3, 4))
+    torch.manual_seed(11)
+    got = model.generate(prompt, 6, temperature=0.7, top_k=5)
+    torch.manual_seed(11)
+    seq = prompt
+    for _ in range(6):
+        logits = model(seq).logits[:, -1].float() / 0.7
+        kth = logits.sort(dim=-1, descending=True).values[:, 4:5]
+        probs = torch.softmax(logits.masked_fill(logits < kth, float("-inf")), dim=-1)
+        seq = torch.cat([seq, torch.multinomial(probs, 1)], dim=1)
+    assert torch.equal(got, seq)
+    assert not torch.equal(got, model.generate(prompt, 6))  # really sampled, not the argmax
+
+
+def _sequence_logprob(model: MixerLM, seq: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """Summed log-probability ``[B]`` of the tokens after the prompt in ``seq: [B, L]`` (one full forward)."""
+    logp = torch.log_softmax(model(seq).logits[:, prompt_len - 1 : -1].double(), dim=-1)
+    return logp.gather(-1, seq[:, prompt_len:].unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
+def _reference_beam_search(model: MixerLM, prompt: torch.Tensor, steps: int, beams: int) -> torch.Tensor:
+    """Textbook beam search, one prompt row ``[T]`` at a time, re-running every prefix in full.
+
+    Keeps the ``beams`` best (summed float64 log-prob) sequences of each length; returns the best
+    final one ``[T + steps]``. No state is carried, so it is independent of the mixers' decoding.
+    """
+    vocab = model.config.vocab_size
+    live = [(0.0, prompt.tolist())]
+    for _ in range(steps):
+        candidates = []
+        for score, seq in live:
+            logp = torch.log_softmax(model(torch.tensor([seq])).logits[0, -1].double(), dim=-1)
+            candidates += [(score + logp[v].item(), [*seq, v]) for v in range(vocab)]
+        live = sorted(candidates, key=lambda c: -c[0])[:beams]
+    return torch.tensor(live[0][1])
+
+
+@pytest.mark.parametrize("mixer", ALL_MIXERS)
+def test_beam_search_equals_reference_beam_search(mixer):
+    # every mixer: the per-beam state selection (map_state + index_select) must follow the beams
+    model = _tiny(mixer, n_layers=2, vocab_size=12, init_std=0.5).double().eval()
+    prompt = torch.randint(0, 12, (2, 4))
+    got = model.generate(prompt, 4, num_beams=3)
+    expected = torch.stack([_reference_beam_search(model, row, 4, 3) for row in prompt])
+    assert torch.equal(got, expected)
+    # never worse than greedy, which is beam search with one beam
+    greedy = model.generate(prompt, 4)
+    assert torch.equal(model.generate(prompt, 4, num_beams=1), greedy)
+    assert (_sequence_logprob(model, got, 4) >= _sequence_logprob(model, greedy, 4) - 1e-6).all()
+
+
+def test_beam_search_with_enough_beams_is_exhaustive_search(test_mixer):
+    # with num_beams >= V^(steps-1) no prefix is ever dropped, so beam search must return the
+    # best of all V^steps continuations (also when num_beams > V: the unused beams stay dead)
+    vocab, steps = 5, 3
+    model = _tiny(test_mixer, n_layers=2, vocab_size=vocab, init_std=0.5).double().eval()
+    prompt = torch.randint(0, vocab, (6, 3))
+    got = model.generate(prompt, steps, num_beams=vocab ** (steps - 1))
+    tails = torch.cartesian_prod(*[torch.arange(vocab)] * steps)  # [V^steps, steps]
+    for row, out in zip(prompt, got, strict=True):
+        seqs = torch.cat([row.expand(len(tails), -1), tails], dim=1)
+        best = seqs[_sequence_logprob(model, seqs, 3).argmax()]
+        assert torch.equal(out, best)
+    # the rows where greedy is not optimal make this a test of the search, not of argmax
+    assert not torch.equal(got, model.generate(prompt, steps))
+
+
 def test_generate_argument_errors(test_mixer):
     model = _tiny(test_mixer, max_seq_len=10)
     prompt = torch.zeros(1, 4, dtype=torch.long)
@@ -318,6 +389,10 @@ def test_generate_argument_errors(test_mixer):
         model.generate(prompt, 2, temperature=-0.5)
     with pytest.raises(ValueError, match=r"top_k: expected None or an int >= 1, got 0"):
         model.generate(prompt, 2, temperature=1.0, top_k=0)
+    with pytest.raises(ValueError, match=r"num_beams: expected an int >= 1, got 0"):
+        model.generate(prompt, 2, num_beams=0)
+    with pytest.raises(ValueError, match=r"num_beams=2 with temperature=1.0: beam search is deterministic"):
+        model.generate(prompt, 2, temperature=1.0, num_beams=2)
     with pytest.raises(ValueError, match=r"prompt length \+ max_new_tokens = 11 exceeds max_seq_len=10"):
         model.generate(prompt, 7)
 
@@ -393,16 +468,26 @@ def test_mlp_kinds(test_mixer, mlp):
     assert model(torch.randint(0, 32, (1, 4))).logits.shape == (1, 4, 32)
 
 
-def test_training_forward_steps_repbn(test_mixer):
+def test_forward_does_not_step_repbn_advance_schedules_does(test_mixer):
     model = _tiny(test_mixer, norm="repbn", repbn_warmup_steps=4)
     norms = [m for m in model.modules() if isinstance(m, RepBN)]
     assert len(norms) == 2 * 2 + 1
     ids = torch.randint(0, 32, (2, 5))
-    model(ids)
-    model(ids)
-    assert [int(n.num_steps) for n in norms] == [2] * 5
+    # two training forwards (e.g. gradient accumulation) are not two schedule steps
+    model.train()
+    model.loss(ids, ids).backward()
+    model.loss(ids, ids).backward()
+    assert [int(n.num_steps) for n in norms] == [0] * 5
+    assert all(n.gamma == 1.0 for n in norms)
+    model.advance_schedules()
+    assert [int(n.num_steps) for n in norms] == [1] * 5
+    assert all(n.gamma == 0.75 for n in norms)
+    model.advance_schedules()
+    # eval forwards and no-grad forwards do not step it either
     model.eval()
     model(ids)
     with torch.no_grad():
         model.train()(ids)
-    assert all(int(n.num_steps) == 2 for n in norms)
+    assert [int(n.num_steps) for n in norms] == [2] * 5
+    # without RepBN it is a no-op, so a training loop may call it on any MixerLM
+    _tiny(test_mixer).advance_schedules()

@@ -52,8 +52,8 @@ class ModelConfig:
         norm: ``"rmsnorm"``, ``"layernorm"`` or ``"repbn"`` (SLAB's progressive BatchNorm;
             default ``"rmsnorm"``).
         norm_eps: epsilon of every norm (default 1e-5).
-        repbn_warmup_steps: training steps over which RepBN anneals LayerNorm -> BatchNorm
-            (default 1000; only used with ``norm="repbn"``).
+        repbn_warmup_steps: optimizer steps (``MixerLM.advance_schedules`` calls) over which
+            RepBN anneals LayerNorm -> BatchNorm (default 1000; only used with ``norm="repbn"``).
         tie_embeddings: LM head shares the embedding matrix (default True).
         max_seq_len: longest sequence accepted by ``forward`` / ``generate`` (validation only; no
             positional table depends on it; default 2048).

@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,7 +29,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from linearlab.models.config import ModelConfig
-from linearlab.models.lm import MixerLM
+from linearlab.models.lm import MixerLM, map_state
 
 _MODEL_FIELDS = [f.name for f in dataclasses.fields(ModelConfig)]
 
@@ -83,18 +82,6 @@ class LinearLabConfig(PreTrainedConfig):
         return cls(**config.to_dict(), **kwargs)
 
 
-def _map_state(state: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """Apply ``fn`` to every batch-first tensor in a nested state (dicts, lists, tuples)."""
-    if isinstance(state, torch.Tensor):
-        # 0-dim entries (positions, counters) are shared by the whole batch
-        return fn(state) if state.dim() > 0 else state
-    if isinstance(state, dict):
-        return {k: _map_state(v, fn) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_map_state(v, fn) for v in state)
-    return state
-
-
 class LinearLabCache(Cache):
     """``transformers`` cache holding MixerLM's per-layer mixer states (recurrent matrices, KV caches, ...).
 
@@ -141,18 +128,18 @@ class LinearLabCache(Cache):
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Beam search: keep the batch rows ``beam_idx`` of every state tensor."""
-        self.states = _map_state(self.states, lambda t: t.index_select(0, beam_idx.to(t.device)))
+        self.states = map_state(self.states, lambda t: t.index_select(0, beam_idx.to(t.device)))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        self.states = _map_state(self.states, lambda t: t.repeat_interleave(repeats, dim=0))
+        self.states = map_state(self.states, lambda t: t.repeat_interleave(repeats, dim=0))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.states = _map_state(self.states, lambda t: t[indices])
+        self.states = map_state(self.states, lambda t: t[indices])
 
     @property
     def batch_size(self) -> int:
         found: list[int] = []
-        _map_state(self.states, lambda t: found.append(t.shape[0]) or t)
+        map_state(self.states, lambda t: found.append(t.shape[0]) or t)
         return found[0] if found else -1
 
 

@@ -13,6 +13,7 @@ mixers decode with constant memory per step.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,21 @@ from linearlab.layers.registry import create_mixer
 from linearlab.models.config import ModelConfig
 
 State = list[Any]
+
+
+def map_state(state: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """Apply ``fn`` to every batch-first tensor in a nested mixer state (dicts, lists, tuples).
+
+    Used to select / repeat batch rows of the per-layer states (beam search, HF cache reordering).
+    """
+    if isinstance(state, torch.Tensor):
+        # 0-dim entries (positions, counters) are shared by the whole batch
+        return fn(state) if state.dim() > 0 else state
+    if isinstance(state, dict):
+        return {k: map_state(v, fn) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(map_state(v, fn) for v in state)
+    return state
 
 
 @dataclass
@@ -197,11 +213,22 @@ class MixerLM(nn.Module):
                 hidden.append(x)
         logits = self.logits_from_hidden(x)
         aux = self._collect_aux_loss(logits)
-        if self.training and torch.is_grad_enabled():
-            # one training forward = one step of SLAB's LayerNorm -> BatchNorm schedule
-            for norm in repbn_modules(self):
-                norm.step()
+        # RepBN's schedule is NOT advanced here: an extra forward (evaluation in train mode,
+        # gradient accumulation) must not count as a training step; see advance_schedules()
         return LMOutput(logits=logits, state=new_state, hidden_states=hidden, aux_loss=aux)
+
+    @torch.no_grad()
+    def advance_schedules(self) -> None:
+        """Advance every per-step schedule by one step: call once per optimizer step.
+
+        Today that is SLAB's LayerNorm -> BatchNorm annealing of every :class:`RepBN` (a no-op
+        without ``norm="repbn"``). The training loop in :mod:`linearlab.train` calls it
+        automatically, after each optimizer step, on any model that defines it; a hand-written
+        loop must call it itself. ``forward`` never advances the schedule, so extra forwards
+        and gradient accumulation do not distort it.
+        """
+        for norm in repbn_modules(self):
+            norm.step()
 
     def _collect_aux_loss(self, like: torch.Tensor) -> torch.Tensor:
         total = torch.zeros((), device=like.device, dtype=torch.float32)
@@ -248,6 +275,7 @@ class MixerLM(nn.Module):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        num_beams: int = 1,
     ) -> torch.Tensor:
         """Autoregressive decoding: one prefill call, then one token per step with the carried state.
 
@@ -256,11 +284,22 @@ class MixerLM(nn.Module):
             max_new_tokens: number of tokens to append (>= 0).
             temperature: 0 = greedy (argmax); > 0 samples from ``softmax(logits / temperature)``.
             top_k: sample only among the ``top_k`` most likely tokens (None = all).
-            generator: random generator for sampling (reproducible draws).
+            generator: random generator for sampling (reproducible draws; None = torch's global
+                generator).
             progress: show a progress bar (only on a terminal).
+            num_beams: > 1 = beam search (needs ``temperature=0``): keep the ``num_beams``
+                continuations with the highest summed log-probability, carry one mixer state per
+                beam, and return the best beam of each prompt.
 
         Returns:
             ``[B, T + max_new_tokens]``: the prompt followed by the new tokens.
+
+        Same tokens as ``transformers``' ``generate`` on
+        :class:`~linearlab.models.hf.LinearLabForCausalLM` (no EOS token set) with the matching
+        arguments: ``do_sample=False``; ``do_sample=True, temperature=t, top_k=k`` (HF's ``top_k``
+        defaults to 50: pass ``top_k=0`` for None) under the same ``torch.manual_seed`` and
+        ``generator=None``, because both draw with ``torch.multinomial`` on the same
+        probabilities; ``num_beams=n, do_sample=False``.
 
         The model's train/eval mode is left as is; call ``model.eval()`` first (RepBN and dropout
         in training mode are not causal).
@@ -271,6 +310,13 @@ class MixerLM(nn.Module):
             raise ValueError(f"temperature: expected >= 0 (0 = greedy), got {temperature!r}")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k: expected None or an int >= 1, got {top_k!r}")
+        if not isinstance(num_beams, int) or isinstance(num_beams, bool) or num_beams < 1:
+            raise ValueError(f"num_beams: expected an int >= 1, got {num_beams!r}")
+        if num_beams > 1 and temperature > 0:
+            raise ValueError(
+                f"num_beams={num_beams} with temperature={temperature}: beam search is deterministic; "
+                "use temperature=0 (or num_beams=1 to sample)"
+            )
         total = input_ids.shape[-1] + max_new_tokens if isinstance(input_ids, torch.Tensor) else 0
         if total > self.config.max_seq_len:
             raise ValueError(
@@ -279,10 +325,14 @@ class MixerLM(nn.Module):
         if max_new_tokens == 0:
             self._check_input(input_ids, None)
             return input_ids
+        bar = tqdm(total=max_new_tokens, desc="generate", disable=not (progress and sys.stderr.isatty()))
+        if num_beams > 1:
+            result = self._beam_search(input_ids, max_new_tokens, num_beams, bar)
+            bar.close()
+            return result
         out = self(input_ids)
         state = out.state
         tokens = [input_ids]
-        bar = tqdm(total=max_new_tokens, desc="generate", disable=not (progress and sys.stderr.isatty()))
         for i in range(max_new_tokens):
             nxt = self._pick(out.logits[:, -1], temperature, top_k, generator)  # [B, 1]
             tokens.append(nxt)
@@ -292,6 +342,43 @@ class MixerLM(nn.Module):
                 state = out.state
         bar.close()
         return torch.cat(tokens, dim=1)
+
+    def _beam_search(
+        self, input_ids: torch.Tensor, max_new_tokens: int, num_beams: int, bar: tqdm
+    ) -> torch.Tensor:
+        """Beam search over ``input_ids: [B, T]`` -> best beam per row ``[B, T + max_new_tokens]``.
+
+        Scores are summed float32 log-probabilities; all beams have the same length (no EOS), so
+        a length penalty would not change the ranking. Mirrors ``transformers``' beam search:
+        one ``topk`` over all ``num_beams * V`` continuations per step, then the parent beams'
+        states are selected (``map_state`` + ``index_select``) before feeding the new tokens.
+        """
+        batch, k, vocab = input_ids.shape[0], num_beams, self.config.vocab_size
+        device = input_ids.device
+        out = self(input_ids)
+        # prefill once per prompt, then give each of its k beams a copy of the state
+        state = map_state(out.state, lambda t: t.repeat_interleave(k, dim=0))
+        logits = out.logits[:, -1].repeat_interleave(k, dim=0)  # [B*k, V]
+        seqs = input_ids.repeat_interleave(k, dim=0)  # [B*k, T]
+        # only beam 0 is live at the start, else the k identical copies would all pick the same
+        # tokens; dead beams (-inf) are never chosen while a live continuation remains
+        scores = torch.full((batch, k), float("-inf"), device=device)
+        scores[:, 0] = 0.0
+        row_offset = torch.arange(batch, device=device).unsqueeze(1) * k  # [B, 1]
+        for i in range(max_new_tokens):
+            logp = torch.log_softmax(logits.float(), dim=-1).view(batch, k, vocab)
+            candidates = (scores.unsqueeze(-1) + logp).view(batch, k * vocab)
+            scores, flat = candidates.topk(k, dim=-1)  # [B, k], best first
+            parents = (flat // vocab + row_offset).view(-1)  # [B*k] row of each survivor's parent
+            new_tokens = (flat % vocab).view(-1, 1)  # [B*k, 1]
+            seqs = torch.cat([seqs.index_select(0, parents), new_tokens], dim=1)
+            bar.update(1)
+            if i + 1 < max_new_tokens:
+                state = map_state(state, lambda t, rows=parents: t.index_select(0, rows))
+                out = self(new_tokens, state=state)
+                logits, state = out.logits[:, -1], out.state
+        # topk sorted each row's beams best first
+        return seqs.view(batch, k, -1)[:, 0]
 
     @staticmethod
     def _pick(
