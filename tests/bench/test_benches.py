@@ -31,14 +31,14 @@ def test_ops_bench_tiny(tmp_path, capsys):
     ]
     assert all(r["ratio"] > 0 for r in scaling)
     assert data["allocator"] == "reuse"  # glibc on Linux accepts the mallopt settings
-    ratio = data["targets"]["gla"]["per_token_cost_ratio_64_vs_32_glibc_default"]
+    ratio = data["goal_checks"]["gla"]["per_token_cost_ratio_64_vs_32_glibc_default"]
     assert ratio == scaling[1]["ratio"]
     for r in data["speed"]:
         assert r["chunk_fwdbwd"] > 0 and r["naive_fwdbwd"] > 0 and r["sdpa_fwdbwd"] > 0
         assert r["speedup_vs_naive_fwdbwd"] == r["naive_fwdbwd"] / r["chunk_fwdbwd"]
     assert all(m["peak_mib"] >= 0 for m in data["memory"]), data["memory"]
     assert {r["context"] for r in data["decode"]} == {32, 64}
-    assert "targets:" in capsys.readouterr().out
+    assert "goal checks" in capsys.readouterr().out
 
 
 def test_ops_bench_system_malloc_skips_the_allocator_change(tmp_path):
@@ -60,9 +60,39 @@ def test_ops_bench_system_malloc_skips_the_allocator_change(tmp_path):
     assert data["allocator"] == "system" and data["scaling_with_default_allocator"] == []
     per_token = {r["T"]: r["chunk_fwdbwd_us_per_token"] for r in data["speed"]}
     ratio = (
-        data["targets"]["linear_attn"]["per_token_cost_ratio_32768_vs_2048"] if 32768 in per_token else None
+        data["goal_checks"]["linear_attn"]["per_token_cost_ratio_32768_vs_2048"]
+        if 32768 in per_token
+        else None
     )
     assert ratio is None and set(per_token) == {32, 64}
+
+
+def test_ops_goal_checks_report_each_measured_value_and_whether_its_goal_is_met():
+    speed = [
+        {"family": "gla", "T": 2048, "speedup_vs_naive_fwdbwd": 25.0, "chunk_fwdbwd_us_per_token": 10.0},
+        {"family": "gla", "T": 8192, "speedup_vs_sdpa_fwdbwd": 0.5, "chunk_fwdbwd_us_per_token": 11.0},
+        {"family": "gla", "T": 32768, "chunk_fwdbwd_us_per_token": 12.0},
+    ]
+    memory = [{"family": "gla", "T": 65536, "peak_mib": 900.0}]
+    decode = [
+        {"family": "gla", "context": 1024, "step_seconds": 1e-4},
+        {"family": "gla", "context": 8192, "step_seconds": 2e-4},
+    ]
+    default_scaling = [{"family": "gla", "short": 2048, "long": 32768, "ratio": 1.5}]
+    assert bench_ops.check_goals(speed, memory, decode, default_scaling) == {
+        "gla": {
+            "naive_speedup_T2048": 25.0,
+            "met_20x_vs_naive": True,
+            "sdpa_speedup_T8192": 0.5,
+            "met_faster_than_sdpa_T8192": False,
+            "per_token_cost_ratio_32768_vs_2048": 1.2,
+            "met_linear_scaling_1.3x": True,
+            "per_token_cost_ratio_32768_vs_2048_glibc_default": 1.5,
+            "peak_mib_T65536": 900.0,
+            "met_memory_under_2GiB": True,
+            "decode_step_ratio_longest_vs_shortest": 2.0,
+        }
+    }
 
 
 def test_ops_bench_rejects_unknown_family(tmp_path):

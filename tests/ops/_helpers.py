@@ -1,13 +1,23 @@
-"""Test helpers shared by the op test files: error metrics and random inputs.
+"""Test helpers shared by the op test files: error metrics, random inputs and the op-parity harness.
 
 Import from a test file in this folder with ``from _helpers import rmse, rel_err, ...`` (pytest puts
 ``tests/ops`` on ``sys.path`` because the test folders have no ``__init__.py``).
+
+The parity harness is how every family compares a fast op with its reference: :func:`run_op` runs
+one op forward and backward with fixed random cotangents on the output and the final state and
+returns the output, final state and every gradient by name; :func:`assert_results_close` compares
+two such results; :func:`assert_parity` does both for a fast op and its reference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import torch
 import torch.nn.functional as F
+
+#: what :func:`run_op` returns: ``"o"``, ``"ht"`` (ops with a state) and ``"d<input name>"``
+Results = dict[str, torch.Tensor | None]
 
 
 def rmse(x: torch.Tensor) -> float:
@@ -35,11 +45,6 @@ def assert_rel_close(a: torch.Tensor, b: torch.Tensor, tol: float, what: str = "
 def tol_for(dtype: torch.dtype) -> float:
     """Parity tolerance on relative RMSE used across op tests."""
     return {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-2}[dtype]
-
-
-def randn(*shape: int, dtype: torch.dtype = torch.float64, requires_grad: bool = True) -> torch.Tensor:
-    """A standard normal leaf tensor."""
-    return torch.randn(*shape, dtype=dtype).requires_grad_(requires_grad)
 
 
 def make_qkv(
@@ -75,23 +80,96 @@ def make_log_gate(
     return g.to(dtype).requires_grad_(requires_grad)
 
 
-def grads(tensors: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
-    """Copies of ``.grad`` of each tensor (None stays None), then clears them for the next run."""
-    out = []
-    for t in tensors:
-        if t is None:
-            out.append(None)
-            continue
-        out.append(None if t.grad is None else t.grad.detach().clone())
-        t.grad = None
-    return out
+def _differentiable(x: object) -> bool:
+    return isinstance(x, torch.Tensor) and x.is_floating_point()
 
 
-def backward_with_cotangents(
-    o: torch.Tensor, ht: torch.Tensor | None, do: torch.Tensor, dht: torch.Tensor | None
-) -> None:
-    """Back-propagate random cotangents on the output and (if given) the final state."""
-    loss = (o.double() * do.double()).sum()
-    if ht is not None and dht is not None:
-        loss = loss + (ht.double() * dht.double()).sum()
+def run_op(
+    fn: Callable[..., object],
+    inputs: Mapping[str, object],
+    *,
+    final_state: bool = True,
+    seed: int = 1,
+    **kwargs,
+) -> Results:
+    """Forward and backward of ``fn(**inputs, **kwargs)``; returns ``{"o", "ht", "d<name>", ...}``.
+
+    Every floating-point tensor in ``inputs`` is differentiated: ``fn`` gets a fresh leaf copy (so
+    runs never share ``.grad``) and its gradient comes back as ``"d" + name`` (None if it got
+    none). Other inputs (flags, ints, None, integer ``cu_seqlens``) and ``kwargs`` pass through.
+    With ``final_state`` the op is called with ``output_final_state=True`` and must return
+    ``(o, ht)``; otherwise it returns ``o`` alone and the result has no ``"ht"``.
+
+    The loss is ``sum(o * do) + sum(ht * dht)`` in float64, with ``do`` then ``dht`` drawn standard
+    normal from a generator seeded with ``seed``: every op run on the same shapes gets the same
+    cotangents (cast to the output's dtype by autograd).
+    """
+    leaves = {
+        n: (x.detach().clone().requires_grad_() if _differentiable(x) else x) for n, x in inputs.items()
+    }
+    if final_state:
+        o, ht = fn(**leaves, output_final_state=True, **kwargs)
+        assert ht is not None, "output_final_state=True returned no final state"
+    else:
+        o, ht = fn(**leaves, **kwargs), None
+    gen = torch.Generator().manual_seed(seed)
+    loss = (o.double() * torch.randn(o.shape, generator=gen, dtype=torch.float64)).sum()
+    results: Results = {"o": o.detach()}
+    if ht is not None:
+        loss = loss + (ht.double() * torch.randn(ht.shape, generator=gen, dtype=torch.float64)).sum()
+        results["ht"] = ht.detach()
     loss.backward()
+    results.update({f"d{n}": x.grad for n, x in leaves.items() if _differentiable(x)})
+    return results
+
+
+def assert_results_close(
+    got: Results,
+    ref: Results,
+    tol: float,
+    what: str = "",
+    nonzero: bool = True,
+    same_dtype: bool = True,
+) -> None:
+    """Every entry of ``got`` matches the reference ``ref`` (two :func:`run_op` results).
+
+    Same names, None on both sides or neither, same dtype and shape, finite, and relative RMSE
+    below ``tol``. With ``nonzero`` (the default) every reference entry must have a nonzero value,
+    so no comparison passes vacuously; turn it off only where zeros are the right answer.
+    ``same_dtype=False`` skips the dtype check, for a reference known to return another dtype.
+    """
+    assert got.keys() == ref.keys(), f"{what}: results {sorted(got)} != reference {sorted(ref)}"
+    for name, b in ref.items():
+        a = got[name]
+        assert (a is None) == (b is None), f"{what} {name}: one side has no value"
+        if b is None:
+            continue
+        if same_dtype:
+            assert a.dtype == b.dtype, f"{what} {name}: dtype {a.dtype} != reference {b.dtype}"
+        if nonzero:
+            assert b.abs().sum() > 0, f"{what} {name}: the reference is all zero (vacuous comparison)"
+        assert_rel_close(a, b, tol, f"{what} {name}")
+
+
+def assert_parity(
+    fast: Callable[..., object],
+    reference: Callable[..., object],
+    inputs: Mapping[str, object],
+    *,
+    tol: float | None = None,
+    what: str = "",
+    final_state: bool = True,
+    nonzero: bool = True,
+) -> tuple[Results, Results]:
+    """Run ``fast`` and ``reference`` on the same inputs and cotangents (:func:`run_op`) and compare
+    the output, final state and every gradient (:func:`assert_results_close`).
+
+    ``tol`` defaults to :func:`tol_for` the dtype of ``inputs["q"]``. Returns ``(got, ref)`` for
+    further checks (dtypes of the outputs, say).
+    """
+    if tol is None:
+        tol = tol_for(inputs["q"].dtype)  # type: ignore[union-attr]
+    ref = run_op(reference, inputs, final_state=final_state)
+    got = run_op(fast, inputs, final_state=final_state)
+    assert_results_close(got, ref, tol, what, nonzero=nonzero)
+    return got, ref

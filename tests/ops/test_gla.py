@@ -3,13 +3,16 @@ gradient), gradcheck, chunk-size invariance, state carry-over, varlen, gates, dt
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers import assert_rel_close, tol_for
+from _helpers import assert_parity, assert_rel_close, assert_results_close, run_op, tol_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from linearlab.ops.common import chunks_per_segment
 from linearlab.ops.gla import chunk_gla, fused_recurrent_gla, naive_recurrent_gla
 from linearlab.ops.gla._intra import SAFE_SPAN, chunk_cumsum, intra_plan
 
@@ -19,50 +22,34 @@ from linearlab.ops.gla._intra import SAFE_SPAN, chunk_cumsum, intra_plan
 GATES = {"mild": (-0.1, 0.0), "medium": (-1.5, -1.0), "strong": (-20.0, -10.0)}
 
 
-def _chunk16(*args, **kwargs):
-    return chunk_gla(*args, chunk_size=16, **kwargs)
+def _gate_by_position(fn):
+    """The forms name the gate ``g`` (chunk) or ``gk`` (fla's naive and recurrent), always 4th:
+    pass it by position, so every form takes the inputs of :func:`make_inputs` by keyword."""
+
+    def call(q, k, v, g, **kwargs):
+        return fn(q, k, v, g, **kwargs)
+
+    return call
 
 
 FORMS = {
-    "naive": naive_recurrent_gla,
-    "recurrent": fused_recurrent_gla,
+    "naive": _gate_by_position(naive_recurrent_gla),
+    "recurrent": _gate_by_position(fused_recurrent_gla),
     "chunk": chunk_gla,
-    "chunk16": _chunk16,
+    "chunk16": partial(chunk_gla, chunk_size=16),
 }
 
 
 def make_inputs(B=2, T=37, H=2, K=8, V=6, dtype=torch.float64, gate="mild", h0=True, N=None):
-    """Leaf tensors ``q, k, v, g, h0`` (h0 may be None) and cotangents ``do, dht``."""
+    """Leaf tensors ``{q, k, v, g, initial_state}`` (``initial_state`` None without ``h0``), in the
+    forms' positional order."""
     low, high = GATES[gate]
     q, k = torch.randn(B, T, H, K, dtype=torch.float64), torch.randn(B, T, H, K, dtype=torch.float64)
     v = torch.randn(B, T, H, V, dtype=torch.float64)
     g = low + (high - low) * torch.rand(B, T, H, K, dtype=torch.float64)
     state = torch.randn(N or B, H, K, V, dtype=torch.float64) if h0 else None
     leaves = [None if x is None else x.to(dtype).requires_grad_() for x in (q, k, v, g, state)]
-    do = torch.randn(B, T, H, V, dtype=torch.float64)
-    dht = torch.randn(N or B, H, K, V, dtype=torch.float64)
-    return leaves, do, dht
-
-
-def run(fn, leaves, do, dht, **kwargs):
-    """Call ``fn``, back-propagate the cotangents; return ``[o, ht, dq, dk, dv, dg, dh0]``."""
-    xs = [None if x is None else x.detach().clone().requires_grad_() for x in leaves]
-    q, k, v, g, h0 = xs
-    o, ht = fn(q, k, v, g, initial_state=h0, output_final_state=True, **kwargs)
-    ((o.double() * do).sum() + (ht.double() * dht).sum()).backward()
-    return [o, ht] + [None if x is None else x.grad for x in xs]
-
-
-NAMES = ["o", "ht", "dq", "dk", "dv", "dg", "dh0"]
-
-
-def assert_all_close(got, ref, tol, what):
-    for name, a, b in zip(NAMES, got, ref):
-        if b is None:
-            assert a is None, f"{what} {name}: expected None"
-            continue
-        assert a.dtype == b.dtype, f"{what} {name}: dtype {a.dtype} != {b.dtype}"
-        assert_rel_close(a, b, tol, f"{what} {name}")
+    return dict(zip(("q", "k", "v", "g", "initial_state"), leaves))
 
 
 def dense_gla(q, k, v, gk=None, gv=None, scale=None, reverse=False):
@@ -90,14 +77,14 @@ def dense_gla(q, k, v, gk=None, gv=None, scale=None, reverse=False):
 
 
 def test_naive_matches_dense_closed_form():
-    (q, k, v, g, _), _, _ = make_inputs(T=23, h0=False, gate="medium")
+    q, k, v, g, _ = make_inputs(T=23, h0=False, gate="medium").values()
     o, _ = naive_recurrent_gla(q, k, v, g, scale=0.7)
     assert_rel_close(o, dense_gla(q, k, v, g, scale=0.7), 1e-12, "naive vs dense o")
 
 
 def test_naive_takes_fla_positional_order():
     """fla: ``naive_recurrent_gla(q, k, v, gk, initial_state, output_final_state)``."""
-    (q, k, v, g, h0), _, _ = make_inputs(T=9, h0=True, gate="medium")
+    q, k, v, g, h0 = make_inputs(T=9, h0=True, gate="medium").values()
     o_pos, h_pos = naive_recurrent_gla(q, k, v, g, h0, True)
     o_kw, h_kw = naive_recurrent_gla(q, k, v, g, initial_state=h0, output_final_state=True)
     assert h_pos is not None and torch.equal(o_pos, o_kw) and torch.equal(h_pos, h_kw)
@@ -108,7 +95,7 @@ def test_naive_takes_fla_positional_order():
 @pytest.mark.parametrize("gates", ["gk", "gv", "both", "none"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_recurrent_gates_and_reverse_match_dense(gates, reverse):
-    (q, k, v, g, _), _, _ = make_inputs(T=19, K=5, V=7, h0=False, gate="medium")
+    q, k, v, g, _ = make_inputs(T=19, K=5, V=7, h0=False, gate="medium").values()
     gk = g if gates in ("gk", "both") else None
     gv = F.logsigmoid(torch.randn(v.shape, dtype=v.dtype)) if gates in ("gv", "both") else None
     o, _ = fused_recurrent_gla(q, k, v, gk, gv, reverse=reverse)
@@ -116,7 +103,7 @@ def test_recurrent_gates_and_reverse_match_dense(gates, reverse):
 
 
 def test_recurrent_reverse_is_forward_on_flipped_sequence():
-    (q, k, v, g, h0), _, _ = make_inputs(T=11, gate="medium")
+    q, k, v, g, h0 = make_inputs(T=11, gate="medium").values()
     gv = F.logsigmoid(torch.randn(v.shape, dtype=v.dtype))
     o_r, ht_r = fused_recurrent_gla(q, k, v, g, gv, initial_state=h0, output_final_state=True, reverse=True)
     flip = [x.flip(1) for x in (q, k, v, g, gv)]
@@ -133,33 +120,33 @@ def test_recurrent_reverse_is_forward_on_flipped_sequence():
 @pytest.mark.parametrize("gate", list(GATES))
 @pytest.mark.parametrize("T", [1, 37, 100])
 def test_parity_chain(dtype, gate, T):
-    leaves, do, dht = make_inputs(T=T, K=8, V=6, dtype=dtype, gate=gate)
-    ref = run(naive_recurrent_gla, leaves, do, dht)
-    rec = run(fused_recurrent_gla, leaves, do, dht)
+    inp = make_inputs(T=T, K=8, V=6, dtype=dtype, gate=gate)
+    ref = run_op(FORMS["naive"], inp)
+    rec = run_op(FORMS["recurrent"], inp)
     tol = tol_for(dtype)
-    assert_all_close(rec, ref, tol, "recurrent vs naive")
+    assert_results_close(rec, ref, tol, "recurrent vs naive")
     for C in (16, 32, 64):
-        got = run(chunk_gla, leaves, do, dht, chunk_size=C)
-        assert_all_close(got, ref, tol, f"chunk{C} vs naive")
-        assert_all_close(got, rec, tol, f"chunk{C} vs recurrent")
+        got = run_op(chunk_gla, inp, chunk_size=C)
+        assert_results_close(got, ref, tol, f"chunk{C} vs naive")
+        assert_results_close(got, rec, tol, f"chunk{C} vs recurrent")
 
 
 @pytest.mark.parametrize("gate", list(GATES))
 def test_bfloat16_inputs_within_2e_2(gate):
-    leaves, do, dht = make_inputs(T=45, K=16, V=8, dtype=torch.bfloat16, gate=gate)
-    ref = run(naive_recurrent_gla, leaves, do, dht)
-    for fn in (fused_recurrent_gla, _chunk16):
-        got = run(fn, leaves, do, dht)
-        assert got[0].dtype == torch.bfloat16 and got[1].dtype == torch.float32
-        assert all(gr.dtype == torch.bfloat16 for gr in got[2:6])
-        assert_all_close(got, ref, 2e-2, f"{fn.__name__} bf16")
+    inp = make_inputs(T=45, K=16, V=8, dtype=torch.bfloat16, gate=gate)
+    ref = run_op(FORMS["naive"], inp)
+    for form in ("recurrent", "chunk16"):
+        got = run_op(FORMS[form], inp)
+        assert got["o"].dtype == torch.bfloat16 and got["ht"].dtype == torch.float32
+        assert all(got[n].dtype == torch.bfloat16 for n in ("dq", "dk", "dv", "dg"))
+        assert_results_close(got, ref, 2e-2, f"{form} bf16")
 
 
 @pytest.mark.parametrize(("gate", "expected"), [("mild", "whole"), ("medium", "sub"), ("strong", "exact")])
 def test_each_intra_form_is_selected_by_the_gate_span(gate, expected):
     """The parity tests above cover all three intra-chunk forms only if each regime selects its
     form; check the selection so a change of thresholds cannot silently drop a path."""
-    (_, _, _, g, _), _, _ = make_inputs(B=1, T=64, H=1, gate=gate)
+    g = make_inputs(B=1, T=64, H=1, gate=gate)["g"]
     ell = chunk_cumsum(g.detach().double().reshape(1, 1, 1, 64, -1))
     assert intra_plan(ell, 16) == expected
     assert (ell[..., 0, :] - ell[..., -1, :]).max() > 0  # spans are positive: the check is live
@@ -173,7 +160,7 @@ def test_each_intra_form_is_selected_by_the_gate_span(gate, expected):
 @pytest.mark.parametrize("gate", list(GATES))
 def test_gradcheck_chunk(gate):
     # chunk_size 32 with two sub-chunks: "medium" gates then take the sub-chunk path
-    (q, k, v, g, h0), _, _ = make_inputs(B=1, T=37, H=1, K=3, V=2, gate=gate)
+    q, k, v, g, h0 = make_inputs(B=1, T=37, H=1, K=3, V=2, gate=gate).values()
 
     def f(q, k, v, g, h0):
         return chunk_gla(q, k, v, g, initial_state=h0, output_final_state=True, chunk_size=32)
@@ -182,7 +169,7 @@ def test_gradcheck_chunk(gate):
 
 
 def test_gradcheck_recurrent_both_gates_reverse():
-    (q, k, v, g, h0), _, _ = make_inputs(B=1, T=6, H=1, K=3, V=2, gate="medium")
+    q, k, v, g, h0 = make_inputs(B=1, T=6, H=1, K=3, V=2, gate="medium").values()
     gv = F.logsigmoid(torch.randn(v.shape, dtype=v.dtype)).requires_grad_()
 
     def f(q, k, v, g, gv, h0):
@@ -197,11 +184,11 @@ def test_many_segments_match_naive(gate, monkeypatch):
     backward); shrink the segment to 2 chunks so that path runs at test size."""
     import linearlab.ops.gla.chunk as chunk_module
 
-    leaves, do, dht = make_inputs(T=150, gate=gate)
-    ref = run(naive_recurrent_gla, leaves, do, dht)
-    B, _, H, K = leaves[0].shape
-    monkeypatch.setattr(chunk_module, "_SEGMENT_ELEMENTS", 32 * B * H * K)  # 32 tokens
-    assert_all_close(run(chunk_gla, leaves, do, dht, chunk_size=16), ref, 1e-10, "segmented chunk")
+    inp = make_inputs(T=150, gate=gate)
+    B, _, H, K = inp["q"].shape
+    monkeypatch.setattr(chunk_module, "SEGMENT_ELEMENTS", 32 * B * H * K)  # 32 tokens
+    assert chunks_per_segment(16, chunk_module.SEGMENT_ELEMENTS, B * H * K) == 2  # K >= V
+    assert_parity(partial(chunk_gla, chunk_size=16), FORMS["naive"], inp, tol=1e-10, what="segmented chunk")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,7 +198,7 @@ def test_many_segments_match_naive(gate, monkeypatch):
 @pytest.mark.parametrize("form", ["chunk", "recurrent", "naive"])
 def test_state_carry_over_equals_whole_sequence(form):
     fn = FORMS[form]
-    (q, k, v, g, h0), _, _ = make_inputs(T=53, gate="medium")
+    q, k, v, g, h0 = make_inputs(T=53, gate="medium").values()
     o, ht = fn(q, k, v, g, initial_state=h0, output_final_state=True)
     cut = 29
     o1, h1 = fn(q[:, :cut], k[:, :cut], v[:, :cut], g[:, :cut], initial_state=h0, output_final_state=True)
@@ -221,7 +208,7 @@ def test_state_carry_over_equals_whole_sequence(form):
 
 
 def test_chunk_prefill_then_recurrent_decode_equals_full_chunk():
-    (q, k, v, g, _), _, _ = make_inputs(B=1, T=40, gate="mild", h0=False)
+    q, k, v, g, _ = make_inputs(B=1, T=40, gate="mild", h0=False).values()
     o, _ = chunk_gla(q, k, v, g)
     o_pre, state = chunk_gla(q[:, :33], k[:, :33], v[:, :33], g[:, :33], output_final_state=True)
     steps = [o_pre]
@@ -239,29 +226,29 @@ def test_varlen_equals_each_sequence_alone(form):
     fn = FORMS[form]
     cu = torch.tensor([0, 5, 5, 37, 50, 51])  # includes an empty and a length-1 sequence
     N = len(cu) - 1
-    leaves, do, dht = make_inputs(B=1, T=50 + 1, gate="medium", N=N)
-    got = run(fn, leaves, do, dht, cu_seqlens=cu)
-    q, k, v, g, h0 = leaves
+    inp = make_inputs(B=1, T=50 + 1, gate="medium", N=N)
+    got = run_op(fn, inp, cu_seqlens=cu)
+    q, k, v, g, h0 = inp.values()
     for n in range(N):
         a, b = cu[n].item(), cu[n + 1].item()
         if a == b:
-            assert torch.equal(got[1][n], h0[n].detach().to(got[1].dtype)), (
+            assert torch.equal(got["ht"][n], h0[n].detach().to(got["ht"].dtype)), (
                 "empty sequence must keep its state"
             )
             continue
         o_n, h_n = fn(
             q[:, a:b], k[:, a:b], v[:, a:b], g[:, a:b], initial_state=h0[n : n + 1], output_final_state=True
         )
-        assert_rel_close(got[0][:, a:b], o_n, 1e-12, f"o seq {n}")
-        assert_rel_close(got[1][n : n + 1], h_n, 1e-12, f"ht seq {n}")
+        assert_rel_close(got["o"][:, a:b], o_n, 1e-12, f"o seq {n}")
+        assert_rel_close(got["ht"][n : n + 1], h_n, 1e-12, f"ht seq {n}")
     if form == "chunk":  # gradients of the packed call equal the naive packed call
-        ref = run(naive_recurrent_gla, leaves, do, dht, cu_seqlens=cu)
-        assert_all_close(got, ref, 1e-10, "varlen chunk vs naive")
+        ref = run_op(FORMS["naive"], inp, cu_seqlens=cu)
+        assert_results_close(got, ref, 1e-10, "varlen chunk vs naive")
 
 
 def test_recurrent_varlen_with_value_gate_and_reverse():
     cu = torch.tensor([0, 7, 20, 26])
-    (q, k, v, g, h0), _, _ = make_inputs(B=1, T=26, gate="medium", N=3)
+    q, k, v, g, h0 = make_inputs(B=1, T=26, gate="medium", N=3).values()
     gv = F.logsigmoid(torch.randn(v.shape, dtype=v.dtype))
     o, ht = fused_recurrent_gla(
         q, k, v, g, gv, initial_state=h0, output_final_state=True, reverse=True, cu_seqlens=cu
@@ -298,16 +285,14 @@ def test_recurrent_varlen_with_value_gate_and_reverse():
 )
 def test_hypothesis_shapes_chunk_matches_naive(B, T, H, K, V, gate, C):
     torch.manual_seed(B * 1000 + T * 10 + H)
-    leaves, do, dht = make_inputs(B=B, T=T, H=H, K=K, V=V, gate=gate)
-    assert_all_close(
-        run(chunk_gla, leaves, do, dht, chunk_size=C), run(naive_recurrent_gla, leaves, do, dht), 1e-10, "hyp"
-    )
+    inp = make_inputs(B=B, T=T, H=H, K=K, V=V, gate=gate)
+    assert_parity(partial(chunk_gla, chunk_size=C), FORMS["naive"], inp, what="hyp")
 
 
 @pytest.mark.parametrize("form", list(FORMS))
 def test_scale_default_and_explicit(form):
     fn = FORMS[form]
-    (q, k, v, g, _), _, _ = make_inputs(T=9, K=9, h0=False)
+    q, k, v, g, _ = make_inputs(T=9, K=9, h0=False).values()
     o_default, ht = fn(q, k, v, g)
     o_explicit, _ = fn(q, k, v, g, scale=9**-0.5)
     o_double, _ = fn(q, k, v, g, scale=2 * 9**-0.5)
@@ -317,7 +302,7 @@ def test_scale_default_and_explicit(form):
 
 
 def test_strong_gates_finite_and_forgetful_in_float32():
-    (q, k, v, _, h0), _, _ = make_inputs(B=1, T=300, H=2, K=16, V=16, dtype=torch.float32)
+    q, k, v, _, h0 = make_inputs(B=1, T=300, H=2, K=16, V=16, dtype=torch.float32).values()
     g = torch.full_like(q, -20.0).requires_grad_()
     o, ht = chunk_gla(q, k, v, g, initial_state=h0, output_final_state=True)
     (o.sum() + ht.sum()).backward()
@@ -349,10 +334,10 @@ def test_long_sequence_is_finite_and_matches_naive_on_the_tail(gate):
 
 
 def test_chunk_size_invariance():
-    leaves, do, dht = make_inputs(T=150, gate="medium")
-    ref = run(chunk_gla, leaves, do, dht, chunk_size=64)
+    inp = make_inputs(T=150, gate="medium")
+    ref = run_op(chunk_gla, inp, chunk_size=64)
     for C in (16, 32):
-        assert_all_close(run(chunk_gla, leaves, do, dht, chunk_size=C), ref, 1e-12, f"chunk {C} vs 64")
+        assert_results_close(run_op(chunk_gla, inp, chunk_size=C), ref, 1e-12, f"chunk {C} vs 64")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
-from _helpers import assert_rel_close, backward_with_cotangents, grads, make_qkv, tol_for
+from _helpers import assert_parity, assert_rel_close, assert_results_close, make_qkv, run_op
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linearlab.ops import chunk_linear_attn, fused_recurrent_linear_attn, naive_recurrent_linear_attn
 from linearlab.ops.linear_attn._common import NORMALIZE_EPS
 
-NAMES = ("o", "ht", "dq", "dk", "dv", "dh0")
 FORMS = {
     "recurrent": fused_recurrent_linear_attn,
-    "chunk16": lambda *a, **kw: chunk_linear_attn(*a, **kw, chunk_size=16),
+    "chunk16": partial(chunk_linear_attn, chunk_size=16),
     "chunk64": chunk_linear_attn,
 }
 
@@ -32,48 +33,28 @@ def make_inputs(B, T, H, K, V, normalize, dtype=torch.float64, h0=True):
     return dict(q=q, k=k, v=v, initial_state=h, normalize=normalize)
 
 
-def run(fn, inp, seed=1):
-    o, ht = fn(**inp, output_final_state=True)
-    gen = torch.Generator().manual_seed(seed)
-    do = torch.randn(o.shape, generator=gen, dtype=torch.float64)
-    dht = torch.randn(ht.shape, generator=gen, dtype=torch.float64)
-    backward_with_cotangents(o, ht, do, dht)
-    gs = grads([inp[n] for n in ("q", "k", "v", "initial_state")])
-    return dict(zip(NAMES, [o.detach(), ht.detach(), *gs]))
-
-
-def compare(res, ref, tol, what):
-    for name in NAMES:
-        if ref[name] is None:
-            assert res[name] is None, f"{what} {name}"
-            continue
-        assert_rel_close(res[name], ref[name], tol, f"{what} {name}")
-
-
 @pytest.mark.parametrize("form", sorted(FORMS))
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("shape", [(2, 37, 3, 5, 7), (1, 1, 2, 4, 4), (1, 70, 1, 8, 3)])
 def test_parity_float64(form, normalize, shape):
     inp = make_inputs(*shape, normalize)
-    compare(run(FORMS[form], inp), run(naive_recurrent_linear_attn, inp), 1e-10, f"{form} {shape}")
+    assert_parity(FORMS[form], naive_recurrent_linear_attn, inp, what=f"{form} {shape}")
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))
 @pytest.mark.parametrize("normalize", [False, True])
 def test_parity_float32(form, normalize):
     inp = make_inputs(2, 45, 2, 16, 8, normalize, dtype=torch.float32)
-    res = run(FORMS[form], inp)
+    res, _ = assert_parity(FORMS[form], naive_recurrent_linear_attn, inp, what=form)
     assert res["o"].dtype == torch.float32
-    compare(res, run(naive_recurrent_linear_attn, inp), tol_for(torch.float32), form)
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))
 @pytest.mark.parametrize("normalize", [False, True])
 def test_bfloat16_inputs(form, normalize):
     inp = make_inputs(1, 40, 2, 16, 16, normalize, dtype=torch.bfloat16)
-    res = run(FORMS[form], inp)
+    res, _ = assert_parity(FORMS[form], naive_recurrent_linear_attn, inp, what=form)
     assert res["o"].dtype == torch.bfloat16 and res["ht"].dtype == torch.float32
-    compare(res, run(naive_recurrent_linear_attn, inp), tol_for(torch.bfloat16), form)
 
 
 @pytest.mark.parametrize("normalize", [False, True])
@@ -108,9 +89,9 @@ def test_gradcheck(form, normalize):
 @pytest.mark.parametrize("normalize", [False, True])
 def test_chunk_size_invariance(normalize):
     inp = make_inputs(1, 100, 2, 8, 6, normalize)
-    ref = run(chunk_linear_attn, inp)
+    ref = run_op(chunk_linear_attn, inp)
     for C in (16, 32, 1, 13):
-        compare(run(lambda C=C, **kw: chunk_linear_attn(**kw, chunk_size=C), inp), ref, 1e-12, f"C={C}")
+        assert_results_close(run_op(chunk_linear_attn, inp, chunk_size=C), ref, 1e-12, f"C={C}")
 
 
 @pytest.mark.parametrize("normalize", [False, True])
@@ -177,8 +158,7 @@ def test_hypothesis_shapes(B, T, H, K, V, C, normalize):
         # with one key channel q cancels out of q S / (q z + eps): dq is O(eps) and pure rounding
         K = 2
     inp = make_inputs(B, T, H, K, V, normalize)
-    ref = run(naive_recurrent_linear_attn, inp)
-    compare(run(lambda **kw: chunk_linear_attn(**kw, chunk_size=C), inp), ref, 1e-10, "chunk")
+    assert_parity(partial(chunk_linear_attn, chunk_size=C), naive_recurrent_linear_attn, inp, what="chunk")
 
 
 @pytest.mark.parametrize("normalize", [False, True])
@@ -231,5 +211,5 @@ def test_errors(fn):
 
 def test_chunk_size_error():
     q, k, v = make_qkv(1, 6, 2, 4, 3, requires_grad=False)
-    with pytest.raises(ValueError, match=r"chunk_size: expected a positive int, got 0"):
+    with pytest.raises(ValueError, match=r"chunk_size: expected a positive int such as 16, 32 or 64, got 0"):
         chunk_linear_attn(q, k, v, chunk_size=0)

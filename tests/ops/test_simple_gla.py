@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers import assert_rel_close, backward_with_cotangents, grads, make_log_gate, make_qkv, tol_for
+from _helpers import (
+    assert_parity,
+    assert_rel_close,
+    assert_results_close,
+    make_log_gate,
+    make_qkv,
+    run_op,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,8 +27,6 @@ from linearlab.ops import (
     naive_recurrent_simple_gla,
 )
 
-NAMES = ("o", "ht", "dq", "dk", "dv", "dg", "dg_gamma", "dh0")
-
 
 def make_inputs(B, T, H, K, V, dtype=torch.float64, gates="both", h0=True, low=-1.0):
     q, k, v = make_qkv(B, T, H, K, V, dtype=dtype)
@@ -31,29 +37,9 @@ def make_inputs(B, T, H, K, V, dtype=torch.float64, gates="both", h0=True, low=-
     return dict(q=q, k=k, v=v, g=g, g_gamma=g_gamma, initial_state=h)
 
 
-def run(fn, inp, seed=1, **kw):
-    """Forward + backward with fixed random cotangents; returns outputs and all gradients by name."""
-    o, ht = fn(**inp, output_final_state=True, **kw)
-    gen = torch.Generator().manual_seed(seed)
-    do = torch.randn(o.shape, generator=gen, dtype=torch.float64)
-    dht = torch.randn(ht.shape, generator=gen, dtype=torch.float64)
-    backward_with_cotangents(o, ht, do, dht)
-    keys = ("q", "k", "v", "g", "g_gamma", "initial_state")
-    gs = grads([inp[k] for k in keys])
-    return dict(zip(NAMES, [o.detach(), ht.detach(), *gs]))
-
-
-def compare(res, ref, tol, what):
-    for name in NAMES:
-        a, b = res[name], ref[name]
-        assert (a is None) == (b is None), f"{what} {name}: one side has no gradient"
-        if a is not None:
-            assert_rel_close(a, b, tol, f"{what} {name}")
-
-
 FORMS = {
     "recurrent": fused_recurrent_simple_gla,
-    "chunk16": lambda **kw: chunk_simple_gla(**kw, chunk_size=16),
+    "chunk16": partial(chunk_simple_gla, chunk_size=16),
     "chunk64": chunk_simple_gla,
 }
 
@@ -63,27 +49,22 @@ FORMS = {
 @pytest.mark.parametrize("shape", [(2, 37, 3, 5, 7), (1, 1, 2, 4, 4), (1, 70, 2, 8, 3)])
 def test_parity_float64(form, gates, shape):
     inp = make_inputs(*shape, gates=gates)
-    ref = run(naive_recurrent_simple_gla, inp)
-    compare(run(FORMS[form], inp), ref, tol_for(torch.float64), f"{form}/{gates}/{shape}")
+    assert_parity(FORMS[form], naive_recurrent_simple_gla, inp, what=f"{form}/{gates}/{shape}")
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))
 def test_parity_float32(form):
     inp = make_inputs(2, 45, 2, 16, 8, dtype=torch.float32)
-    ref = run(naive_recurrent_simple_gla, inp)
-    res = run(FORMS[form], inp)
+    res, _ = assert_parity(FORMS[form], naive_recurrent_simple_gla, inp, what=form)
     assert res["o"].dtype == torch.float32 and res["ht"].dtype == torch.float32
-    compare(res, ref, tol_for(torch.float32), form)
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))
 def test_bfloat16_inputs(form):
     inp = make_inputs(1, 40, 2, 16, 16, dtype=torch.bfloat16)
-    ref = run(naive_recurrent_simple_gla, inp)
-    res = run(FORMS[form], inp)
+    res, _ = assert_parity(FORMS[form], naive_recurrent_simple_gla, inp, what=form)
     assert res["o"].dtype == torch.bfloat16, "o must come back in the input dtype"
     assert res["ht"].dtype == torch.float32, "the state is kept in float32"
-    compare(res, ref, tol_for(torch.bfloat16), form)
 
 
 def test_naive_equals_quadratic_definition():
@@ -121,9 +102,9 @@ def test_gradcheck(form):
 
 def test_chunk_size_invariance():
     inp = make_inputs(1, 100, 2, 8, 6)
-    ref = run(lambda **kw: chunk_simple_gla(**kw, chunk_size=64), inp)
+    ref = run_op(chunk_simple_gla, inp, chunk_size=64)
     for C in (16, 32, 1, 7, 128):
-        compare(run(lambda C=C, **kw: chunk_simple_gla(**kw, chunk_size=C), inp), ref, 1e-12, f"C={C}")
+        assert_results_close(run_op(chunk_simple_gla, inp, chunk_size=C), ref, 1e-12, f"C={C}")
 
 
 @pytest.mark.parametrize("fn", [chunk_simple_gla, fused_recurrent_simple_gla], ids=["chunk", "recurrent"])
@@ -193,19 +174,16 @@ def test_varlen_equals_separate_sequences(fn):
 def test_hypothesis_shapes(B, T, H, K, V, C, gates):
     torch.manual_seed(B * 1000 + T * 10 + K)
     inp = make_inputs(B, T, H, K, V, gates=gates)
-    ref = run(naive_recurrent_simple_gla, inp)
-    compare(run(lambda **kw: chunk_simple_gla(**kw, chunk_size=C), inp), ref, 1e-10, "chunk")
+    assert_parity(partial(chunk_simple_gla, chunk_size=C), naive_recurrent_simple_gla, inp, what="chunk")
 
 
 @pytest.mark.parametrize("fn", [chunk_simple_gla, fused_recurrent_simple_gla], ids=["chunk", "recurrent"])
 def test_strong_gates_are_finite_and_exact(fn):
     inp = make_inputs(1, 150, 2, 4, 4, low=-20.0)
     inp["g"] = torch.full((1, 150, 2), -20.0, dtype=torch.float64).requires_grad_()
-    ref = run(naive_recurrent_simple_gla, inp)
-    res = run(fn, inp)
-    for name in NAMES:
-        assert torch.isfinite(res[name]).all(), f"{name} has NaN/Inf with g = -20"
-    compare(res, ref, 1e-10, "g=-20")
+    res, _ = assert_parity(fn, naive_recurrent_simple_gla, inp, tol=1e-10, what="g=-20")
+    for name, t in res.items():
+        assert torch.isfinite(t).all(), f"{name} has NaN/Inf with g = -20"
 
 
 def test_long_sequence_float32_finite_and_consistent():
@@ -357,9 +335,36 @@ def test_segmented_long_path_matches_naive(monkeypatch):
 
     monkeypatch.setattr(chunk_mod, "SEGMENT_TOKENS", 24)
     inp = make_inputs(2, 101, 2, 4, 3)
-    ref = run(naive_recurrent_simple_gla, inp)
+    ref = run_op(naive_recurrent_simple_gla, inp)
     for C in (8, 16, 64):
-        compare(run(lambda C=C, **kw: chunk_simple_gla(**kw, chunk_size=C), inp), ref, 1e-10, f"C={C}")
+        assert_results_close(run_op(chunk_simple_gla, inp, chunk_size=C), ref, 1e-10, f"C={C}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_constant_decay_fast_path_over_many_chunks_and_segments(monkeypatch, dtype):
+    """A gate constant in time (``g_gamma`` alone: retention, Lightning) has the same decays in every
+    chunk, so the chunk form computes them once from the first chunk (``_shared_gates``) and
+    reuses them in every chunk of every segment, forward and backward. Run that path over 8 chunks
+    in 4 segments, one head per regime (no decay, mild, medium, strong enough to flush factors),
+    against the naive loop, and prove it ran: each pass built its gates once, from one chunk."""
+    from linearlab.ops.simple_gla import chunk as chunk_mod
+
+    C, T = 16, 128  # T % C == 0: a padded last chunk would send the gate down the per-segment path
+    monkeypatch.setattr(chunk_mod, "SEGMENT_TOKENS", 2 * C)
+    assert len(chunk_mod._segments(T // C, C)) == 4
+    built = []  # chunks each _Gates was computed from, in construction order
+
+    class SpyGates(chunk_mod._Gates):
+        def __init__(self, g, *args):
+            built.append(g.shape[0])
+            super().__init__(g, *args)
+
+    monkeypatch.setattr(chunk_mod, "_Gates", SpyGates)
+    inp = make_inputs(2, T, 4, 5, 3, dtype=dtype, gates="none")
+    inp["g_gamma"] = torch.tensor([0.0, -0.05, -0.7, -6.0], dtype=dtype)
+    assert_parity(partial(chunk_simple_gla, chunk_size=C), naive_recurrent_simple_gla, inp, what="g_gamma")
+    # the per-segment path would have built 2-chunk gates 4 times per pass
+    assert built == [1, 1], f"constant-decay fast path not taken: gates built from {built} chunks"
 
 
 @pytest.mark.parametrize("fn", [chunk_simple_gla, fused_recurrent_simple_gla], ids=["chunk", "recurrent"])
@@ -369,8 +374,9 @@ def test_varlen_gradients_match_naive(fn):
     cu = torch.tensor([0, 13, 13, 50, 61])
     inp = make_inputs(1, 61, 2, 4, 3)
     inp["initial_state"] = torch.randn(4, 2, 4, 3, dtype=torch.float64).requires_grad_()
-    ref = run(lambda **kw: naive_recurrent_simple_gla(**kw, cu_seqlens=cu), inp)
-    compare(run(lambda **kw: fn(**kw, cu_seqlens=cu), inp), ref, 1e-10, "varlen")
+    assert_parity(
+        partial(fn, cu_seqlens=cu), partial(naive_recurrent_simple_gla, cu_seqlens=cu), inp, what="varlen"
+    )
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.0])

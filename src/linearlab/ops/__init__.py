@@ -1,9 +1,11 @@
 """Pure tensor ops with fla-compatible names, layouts and return values.
 
 Each family lives in ``ops/<family>/`` with ``naive.py`` (token-by-token ground truth),
-``chunk.py`` (fast matmul-based form) and ``recurrent.py`` (decoding form). The names below are
-re-exported lazily, so ``from linearlab.ops import chunk_gla`` works like
-``from fla.ops.gla import chunk_gla`` and importing one family never imports the others.
+``chunk.py`` (fast matmul-based form) and ``recurrent.py`` (decoding form). ``common.py`` holds what
+the chunk kernels share (chunk layout, segment sizing, subnormal-flush thresholds) and ``utils.py``
+the input checks every op runs. The names below are re-exported lazily, so
+``from linearlab.ops import chunk_gla`` works like ``from fla.ops.gla import chunk_gla`` and
+importing one family never imports the others.
 """
 
 from __future__ import annotations

@@ -84,6 +84,13 @@ def check_scale(scale: float | None, K: int) -> float:
     return float(scale)
 
 
+def check_chunk_size(chunk_size: int) -> int:
+    """``chunk_size`` must be a positive int (16, 32 and 64 are the usual choices)."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected a positive int such as 16, 32 or 64, got {chunk_size!r}")
+    return chunk_size
+
+
 def check_cu_seqlens(cu_seqlens: torch.Tensor | None, B: int, T: int) -> int:
     """Check FlashAttention-style ``cu_seqlens: [N + 1]`` (int, starts at 0, non-decreasing, ends at T).
 
@@ -159,17 +166,6 @@ def run_varlen(
         finals.append(ht)
     o = torch.cat(outs, dim=1)
     return o, (torch.cat(finals, dim=0) if output_final_state else None)
-
-
-def pad_time(x: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tensor:
-    """Pad dim 1 (time) at the end up to a multiple of ``multiple``."""
-    T = x.shape[1]
-    pad = (-T) % multiple
-    if pad == 0:
-        return x
-    shape = list(x.shape)
-    shape[1] = pad
-    return torch.cat([x, x.new_full(shape, value)], dim=1)
 
 
 def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

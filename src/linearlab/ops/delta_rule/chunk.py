@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from linearlab.ops.gated_delta_rule._common import check_chunk_size, validate_and_run
+from linearlab.ops.gated_delta_rule._common import validate_and_run
 from linearlab.ops.gated_delta_rule.chunk import chunk_core
+from linearlab.ops.utils import check_chunk_size
 
 
 def chunk_delta_rule(

@@ -30,13 +30,6 @@ def _check_float(name: str, t: torch.Tensor | None) -> None:
         raise ValueError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
 
 
-def check_chunk_size(chunk_size: int) -> int:
-    """``chunk_size`` must be a positive int (16, 32 and 64 are the usual choices)."""
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size: expected a positive int such as 16, 32 or 64, got {chunk_size!r}")
-    return chunk_size
-
-
 def validate_and_run(
     core: Core,
     q: torch.Tensor,

@@ -14,8 +14,23 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from linearlab.ops.gated_delta_rule._common import check_chunk_size, validate_and_run
-from linearlab.ops.utils import pad_time, state_dtype
+from linearlab.ops.common import (
+    LOG_FLOOR_TWO_FACTORS,
+    causal_mask,
+    chunks_per_segment,
+    exp_flush_,
+    flush_tiny_,
+    from_chunks,
+    segments,
+    to_chunks,
+)
+from linearlab.ops.gated_delta_rule._common import validate_and_run
+from linearlab.ops.utils import check_chunk_size, state_dtype
+
+#: Chunks are processed together in segments of about this many elements per ``[n, BH, C, D]``
+#: tensor: each batched op's operands stay in cache, so the cost per token does not grow with T,
+#: and the temporaries are bounded by a segment instead of the sequence.
+SEGMENT_ELEMENTS = 2**16
 
 
 def _to_chunks(x: torch.Tensor, C: int, dt: torch.dtype) -> torch.Tensor:
@@ -24,10 +39,7 @@ def _to_chunks(x: torch.Tensor, C: int, dt: torch.dtype) -> torch.Tensor:
     With B == 1 (and no padding or cast) this is a strided view of ``x``, which costs no memory;
     segments are made contiguous one at a time (:func:`_dense`) before their batched matmuls.
     """
-    B, _, H, D = x.shape
-    x = pad_time(x.to(dt), C)
-    NC = x.shape[1] // C
-    return x.reshape(B, NC, C, H, D).permute(1, 0, 3, 2, 4).reshape(NC, B * H, C, D)
+    return to_chunks(x, C, dtype=dt).flatten(1, 2)
 
 
 def _dense(x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
@@ -39,8 +51,7 @@ def _dense(x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
 
 def _from_chunks(x: torch.Tensor, B: int, H: int, T: int) -> torch.Tensor:
     """``[NC, B*H, C, D] -> [B, T, H, D]`` (drops the padding)."""
-    NC, _, C, D = x.shape
-    return x.reshape(NC, B, H, C, D).permute(1, 0, 3, 2, 4).reshape(B, NC * C, H, D)[:, :T]
+    return from_chunks(x.unflatten(1, (B, H)), T)
 
 
 def _decays(
@@ -54,27 +65,25 @@ def _decays(
     ``[NC, BH, C, 1]``, and ``whole = exp(b_last)`` ``[NC, BH, 1, 1]``; these three are None
     when ungated.
     """
-    causal = torch.ones(C, C, dtype=torch.bool, device=device).tril()
+    causal = causal_mask(C, device)
     if b is None:
         return causal.to(dt), None, None, None
-    # Decays below exp(cut) are flushed to exactly 0: they are far below the dtype's resolution
-    # next to the current token's own term (factor 1; float32 eps ~ exp(-16)), and left alone
-    # they (or products of two of them) become subnormal numbers, which made strong gates 2-5x
-    # slower on CPU. The cut keeps products of two factors normal (float32: exp(-87) and up).
-    cut = -300.0 if dt == torch.float64 else -40.0
 
+    # Decays below exp(LOG_FLOOR_TWO_FACTORS) are flushed to exactly 0: far below the dtype's
+    # resolution next to the current token's own term (factor 1), and left alone they (or
+    # products of two of them) become subnormal numbers, which made strong gates 2-5x slower.
     def exp_flushed(x: torch.Tensor) -> torch.Tensor:
-        return x.masked_fill(x < cut, float("-inf")).exp_()
+        return exp_flush_(x, LOG_FLOOR_TWO_FACTORS)
 
     # Mask BEFORE exp: the upper triangle holds positive differences that could overflow.
     diff = b.unsqueeze(-1) - b.unsqueeze(-2)
-    D = diff.masked_fill_(~causal | (diff < cut), float("-inf")).exp_()
+    D = exp_flushed(diff.masked_fill_(~causal, float("-inf")))
     b_last = b[..., -1:]
     return (
         D,
-        exp_flushed(b).unsqueeze(-1),
+        exp_flushed(b.clone()).unsqueeze(-1),  # b is saved for backward: not in place
         exp_flushed(b_last - b).unsqueeze(-1),
-        exp_flushed(b_last).unsqueeze(-1),
+        exp_flushed(b_last.clone()).unsqueeze(-1),
     )
 
 
@@ -88,26 +97,6 @@ def _solve_unit_lower(lower: torch.Tensor, rhs: torch.Tensor, transpose: bool = 
     """
     a = lower if transpose else lower.mT
     return torch.linalg.solve_triangular(a, rhs.mT, upper=not transpose, left=False, unitriangular=True).mT
-
-
-def _flush_tiny_(x: torch.Tensor) -> torch.Tensor:
-    """Set entries below 1e-30 (1e-290 in float64) to 0, in place.
-
-    With strong gates the triangular solves leave residues of decayed terms at the edge of the
-    float range; as subnormal numbers they slow every later matmul down several-fold on CPU,
-    while their value is ~1e-23 below the dtype's resolution relative to O(1) entries.
-    """
-    tiny = 1e-290 if x.dtype == torch.float64 else 1e-30
-    return x.masked_fill_(x.abs() < tiny, 0.0)
-
-
-def _segment_chunks(BH: int, C: int, D: int) -> int:
-    """Chunks processed together: about 2**16 elements per ``[n, BH, C, D]`` tensor.
-
-    Working on a few chunks at a time keeps each batched op's operands in cache, so the cost per
-    token does not grow with T, and bounds the temporaries to a segment instead of the sequence.
-    """
-    return max(1, 2**16 // (BH * C * D))
 
 
 def _forward_segment(qc, kc, vc, bc, b, S, states, wu, vn, o):
@@ -124,7 +113,7 @@ def _forward_segment(qc, kc, vc, bc, b, S, states, wu, vn, o):
     rhs = torch.cat([kc * (bc if head is None else bc * head), vc * bc], -1)
     wu.copy_(_solve_unit_lower(lower, rhs))
     if b is not None:
-        _flush_tiny_(wu)
+        flush_tiny_(wu)
     w, u = wu[..., :K], wu[..., K:]
 
     k_sT = (kc if tail is None else kc * tail).mT
@@ -193,7 +182,7 @@ def _backward_segment(qc, kc, vc, bc, b, states, wu, vn, doc, dS, dq, dk, dv, db
     lower = (E * bc).tril_(-1)
     dR = _solve_unit_lower(lower, dwu, transpose=True)
     if gated:
-        _flush_tiny_(dR)
+        flush_tiny_(dR)
     del lower, dwu
     dE = (dR @ wu.mT).tril_(-1).neg_()  # dA, then scaled by beta below
     torch.sum(dE * E, -1, out=dbeta)
@@ -248,9 +237,9 @@ class _ChunkGatedDeltaRule(torch.autograd.Function):
         wu = vc.new_empty((NC, BH, C, K + V))
         vn = vc.new_empty((NC, BH, C, V))  # pseudo-values U - W S
         o = torch.empty_like(vn)
-        step = _segment_chunks(BH, C, max(K, V, C))
-        for s in range(0, NC, step):
-            i = slice(s, s + step)
+        per = chunks_per_segment(C, SEGMENT_ELEMENTS, BH * max(K, V, C))
+        for n0, n1 in segments(NC, per):
+            i = slice(n0, n1)
             S = _forward_segment(
                 _dense(qc[i], scale), _dense(kc[i]), _dense(vc[i]), bc[i], None if b is None else b[i],
                 S, states[i], wu[i], vn[i], o[i],
@@ -272,9 +261,9 @@ class _ChunkGatedDeltaRule(torch.autograd.Function):
         dbeta = kc.new_empty((NC, BH, C))
         dg = None if b is None else torch.empty_like(b)
         dS = kc.new_zeros((BH, K, V)) if dht is None else dht.to(kc.dtype).reshape(BH, K, V)
-        step = _segment_chunks(BH, C, max(K, V, C))
-        for s in reversed(range(0, NC, step)):
-            i = slice(s, s + step)
+        per = chunks_per_segment(C, SEGMENT_ELEMENTS, BH * max(K, V, C))
+        for n0, n1 in reversed(segments(NC, per)):
+            i = slice(n0, n1)
             dS = _backward_segment(
                 _dense(qc[i], scale), _dense(kc[i]), _dense(vc[i]), bc[i], None if b is None else b[i],
                 states[i], wu[i], vn[i], _dense(doc[i]),

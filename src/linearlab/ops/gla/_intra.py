@@ -21,23 +21,26 @@ from __future__ import annotations
 
 import torch
 
+from linearlab.ops.common import LOG_FLOOR_NORMAL, causal_mask, exp_flush_
+
 SUB = 16  # secondary chunk (sub-chunk) size
 # Largest decay span (log space) for which a block is factorised around one reference point:
 # factors then lie in [exp(-30), exp(30)], far from float32 over/underflow, and the products
 # equal the exact ones up to round-off. Larger spans use finer or exact blocks.
 SAFE_SPAN = 30.0
-# Below these exponents exp() is subnormal or 0, and CPU exp() takes a slow path (up to 10x).
-_EXP_FLOOR = {torch.float32: -87.0, torch.float64: -700.0}
 
 
 def exp_(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``exp`` of a log decay formed in float64, evaluated in ``dtype``; exponents under
-    ``_EXP_FLOOR`` give exactly 0 (flushing subnormals) without exp's slow path."""
-    x = x.to(dtype)
-    floor = _EXP_FLOOR[dtype]
-    if not bool(x.min() < floor):
-        return torch.exp(x)
-    return torch.exp(x.clamp(min=floor)).masked_fill_(x < floor, 0.0)
+    ``LOG_FLOOR_NORMAL`` give exactly 0 (flushing subnormals) without exp's slow path.
+
+    Most gates never reach the floor, so the flush (two extra passes) runs only when one does.
+    """
+    y = x.to(dtype)
+    if not bool(y.min() < LOG_FLOOR_NORMAL[dtype]):
+        return torch.exp(y)
+    # ``to`` returns ``x`` itself when it already has ``dtype``: never overwrite the caller's tensor
+    return exp_flush_(y.clone() if y is x else y, LOG_FLOOR_NORMAL)
 
 
 def chunk_cumsum(x: torch.Tensor, reverse: bool = False, exclusive: bool = False) -> torch.Tensor:
@@ -134,8 +137,7 @@ class Intra:
             diag.diagonal(dim1=-2, dim2=-1).copy_((self.qs_b * self.k_b).sum(-1))  # exp(0) = 1
             blocks = A.unflatten(-1, (self.m, s)).unflatten(-3, (self.m, s))
             blocks.diagonal(dim1=-4, dim2=-2).add_(diag.movedim(-3, -1))
-        causal = torch.ones(C, C, dtype=torch.bool, device=A.device).tril()
-        return A.masked_fill_(~causal, 0.0)
+        return A.masked_fill_(~causal_mask(C, A.device), 0.0)
 
     def backward(self, dA: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``dA: [.., n, C, C]``, strictly causal (the caller handles the diagonal ``i == j``,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from linearlab.ops.common import causal_mask, chunks_per_segment, from_chunks, segments, to_chunks
 from linearlab.ops.gla._intra import SUB, Gates, Intra, chunk_cumsum
 from linearlab.ops.utils import (
     check_cu_seqlens,
@@ -24,26 +25,24 @@ from linearlab.ops.utils import (
     state_dtype,
 )
 
-# Chunks are processed in segments of about this many elements per [B, t, H, D] tensor (2048
-# tokens at B=1, H=4, D=64): bounds the temporaries (the intra-chunk forms hold a few times the
-# segment's inputs) whatever T and the batch size are.
-_SEGMENT_ELEMENTS = 2**19
+#: Chunks are processed in segments of about this many elements per [B, t, H, D] tensor (2048
+#: tokens at B=1, H=4, D=64): bounds the temporaries (the intra-chunk forms hold a few times the
+#: segment's inputs) whatever T and the batch size are.
+SEGMENT_ELEMENTS = 2**19
 
 
 def _to_chunks(x: torch.Tensor, t0: int, t1: int, C: int, dt: torch.dtype) -> torch.Tensor:
-    """``x[:, t0:t1]: [B, t, H, D]`` -> ``[B, H, n, C, D]`` in dtype ``dt`` (zero-padded in time)."""
-    seg = x[:, t0:t1].to(dt)
-    pad = (-(t1 - t0)) % C
-    if pad:
-        seg = torch.cat([seg, seg.new_zeros(seg.shape[0], pad, *seg.shape[2:])], dim=1)
-    B, t, H, D = seg.shape
-    return seg.reshape(B, t // C, C, H, D).permute(0, 3, 1, 2, 4).contiguous()
+    """``x[:, t0:t1]: [B, t, H, D]`` -> ``[B, H, n, C, D]`` in dtype ``dt`` (zero-padded in time).
+
+    Chunks sit next to their tokens (dim -3), where :mod:`._intra` expects them; dense, so the
+    batched matmuls run without hidden copies.
+    """
+    return to_chunks(x, C, t0, t1, dt).movedim(0, 2).contiguous()
 
 
 def _from_chunks(y: torch.Tensor, t: int) -> torch.Tensor:
     """``[B, H, n, C, D]`` -> ``[B, t, H, D]`` (drops the padding)."""
-    B, H, n, C, D = y.shape
-    return y.permute(0, 2, 3, 1, 4).reshape(B, n * C, H, D)[:, :t]
+    return from_chunks(y.movedim(2, 0), t)
 
 
 def _fwd_segment(q, k, v, g, S, scale: float, sub: int):
@@ -87,7 +86,7 @@ def _bwd_segment(q, k, v, g, S_prev, do, dS, scale: float, sub: int):
     dA_diag = dA.diagonal(dim1=-2, dim2=-1)[..., None].clone()  # [.., n, C, 1]
     # Diagonal pairs (i == j) have decay exp(0) = 1 whatever g is: they are kept out of the gate
     # gradient (added to dq, dk at the end), as O(1) terms that would cancel only up to round-off.
-    strict = torch.ones(C, C, dtype=torch.bool, device=A.device).tril(-1)
+    strict = causal_mask(C, A.device, diagonal=-1)
     dA.masked_fill_(~strict, 0.0)
     dv = A.transpose(-1, -2) @ do + kd @ dS_next
     dk_state = (v @ dS_next.transpose(-1, -2)) * gates.ek
@@ -119,35 +118,33 @@ class _ChunkGLAFunction(torch.autograd.Function):
         V = v.shape[-1]
         dt = state_dtype(q)
         sub = min(SUB, C)
-        seg = max(C, _SEGMENT_ELEMENTS // (B * H * max(K, V)) // C * C)
+        per = chunks_per_segment(C, SEGMENT_ELEMENTS, B * H * max(K, V))
         S = q.new_zeros(B, H, K, V, dtype=dt) if h0 is None else h0.to(dt)
         o = q.new_empty(B, T, H, V)
         saved = []
-        for t0 in range(0, T, seg):
-            t1 = min(T, t0 + seg)
+        for n0, n1 in segments(-(-T // C), per):
+            t0, t1 = n0 * C, min(T, n1 * C)
             parts = [_to_chunks(x, t0, t1, C, dt) for x in (q, k, v, g)]
             oc, S, S_prev = _fwd_segment(*parts, S, scale, sub)
             o[:, t0:t1] = _from_chunks(oc, t1 - t0)
             saved.append(S_prev)
         ctx.save_for_backward(q, k, v, g, h0, torch.cat(saved, dim=2))
-        ctx.scale, ctx.C, ctx.sub, ctx.seg = scale, C, sub, seg
+        ctx.scale, ctx.C, ctx.sub, ctx.per = scale, C, sub, per
         return o, S
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, dht):
         q, k, v, g, h0, S_all = ctx.saved_tensors
-        C, sub, seg, scale = ctx.C, ctx.sub, ctx.seg, ctx.scale
+        C, sub, per, scale = ctx.C, ctx.sub, ctx.per, ctx.scale
         T = q.shape[1]
         dt = S_all.dtype
         dS = dht.to(dt)
         dq, dk, dv, dg = (torch.empty_like(x) for x in (q, k, v, g))
-        starts = list(range(0, T, seg))
-        for t0 in reversed(starts):
-            t1 = min(T, t0 + seg)
+        for n0, n1 in reversed(segments(-(-T // C), per)):
+            t0, t1 = n0 * C, min(T, n1 * C)
             parts = [_to_chunks(x, t0, t1, C, dt) for x in (q, k, v, g)]
-            c0 = t0 // C
-            S_prev = S_all[:, :, c0 : c0 + parts[0].shape[2]]
+            S_prev = S_all[:, :, n0:n1]
             doc = _to_chunks(do, t0, t1, C, dt)
             *grads, dS = _bwd_segment(*parts, S_prev, doc, dS, scale, sub)
             for out, gr in zip((dq, dk, dv, dg), grads):

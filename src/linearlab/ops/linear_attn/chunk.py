@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from linearlab.ops.linear_attn._common import run_linear_attn
-from linearlab.ops.simple_gla._common import check_chunk_size
 from linearlab.ops.simple_gla.chunk import chunk_scalar_decay
+from linearlab.ops.utils import check_chunk_size
 
 
 def chunk_linear_attn(

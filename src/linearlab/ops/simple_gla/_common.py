@@ -48,12 +48,6 @@ def validate(
     return scale
 
 
-def check_chunk_size(chunk_size: int) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
-    return chunk_size
-
-
 def total_gate(
     g: torch.Tensor | None, g_gamma: torch.Tensor | None, ref: torch.Tensor
 ) -> torch.Tensor | None:

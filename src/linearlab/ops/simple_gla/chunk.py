@@ -8,37 +8,32 @@ See ``README.md`` in this folder for the equations.
 Numerics: every exponent used here is ``<= 0``. ``b`` is the cumulative log decay *local to its
 chunk*, so ``exp(b_i)``, ``exp(b_C - b_j)`` and ``exp(b_i - b_j)`` (j <= i, masked to -inf above the
 diagonal before the exp) are all in ``[0, 1]``; strong gates underflow to 0 instead of overflowing.
-Decay factors below ``exp(LOG_TINY)`` are set to exactly 0 (see ``_decay``): CPUs compute on
-subnormal floats tens of times slower, and strong fixed decays (Lightning's -6 per step) would
-otherwise fill whole chunks with them.
+Decay factors below ``exp(LOG_FLOOR_ONE_PRODUCT)`` are set to exactly 0 (see ``_decay``): CPUs
+compute on subnormal floats tens of times slower, and strong fixed decays (Lightning's -6 per step)
+would otherwise fill whole chunks with them.
 """
 
 from __future__ import annotations
 
 import torch
 
-from linearlab.ops.simple_gla._common import (
-    check_chunk_size,
-    retention_decay,
-    total_gate,
-    validate,
+from linearlab.ops.common import (
+    LOG_FLOOR_ONE_PRODUCT,
+    causal_mask,
+    chunks_per_segment,
+    exp_flush_,
+    from_chunks,
+    segments,
+    to_chunks,
 )
-from linearlab.ops.utils import check_qkv, run_varlen, state_dtype
-
-#: log-decays below this are treated as -inf (factor exactly 0). exp(-60) ~ 1e-26 in float32 and
-#: exp(-600) ~ 1e-261 in float64 stay far above the subnormal range even after one more product,
-#: and a dropped term is < 1e-26 of the diagonal term (factor 1) of its row: below rounding.
-LOG_TINY = {torch.float32: -60.0, torch.float64: -600.0}
+from linearlab.ops.simple_gla._common import retention_decay, total_gate, validate
+from linearlab.ops.utils import check_chunk_size, check_qkv, run_varlen, state_dtype
 
 
 def _decay(x: torch.Tensor) -> torch.Tensor:
-    """``exp(x)`` in place for log-decays ``x <= 0``, flushing tiny factors to exactly 0.
-
-    Same values as ``exp`` of ``x`` with ``x < LOG_TINY`` (and -inf) set to -inf, but the exp only
-    sees finite inputs: CPU ``exp`` falls back to a slow path on -inf, several times slower.
-    """
-    tiny = x < LOG_TINY[x.dtype]
-    return x.clamp_(min=LOG_TINY[x.dtype]).exp_().masked_fill_(tiny, 0.0)
+    """``exp(x)`` in place for log-decays ``x <= 0``, flushing factors below
+    ``exp(LOG_FLOOR_ONE_PRODUCT)`` to exactly 0."""
+    return exp_flush_(x, LOG_FLOOR_ONE_PRODUCT)
 
 
 def _state_scan(a: torch.Tensor | None, U: torch.Tensor, S: torch.Tensor) -> None:
@@ -87,7 +82,7 @@ def _gate_grad(W: torch.Tensor, r: torch.Tensor, dlog: torch.Tensor, dend: torch
     C = W.shape[-1]
     upper = torch.ones(C, C, dtype=W.dtype, device=W.device).triu_(1)
     P = W @ upper
-    keep = torch.ones(C, C, dtype=torch.bool, device=W.device).tril_()
+    keep = causal_mask(C, W.device)
     dg = P.masked_fill_(~keep, 0.0).sum(-2)
     dg += r.flip(-1).cumsum(-1).flip(-1)
     dg[..., 1:] += dlog[..., :-1].cumsum(-1)
@@ -121,40 +116,24 @@ def _mm(
     return out
 
 
-def _causal(C: int, device: torch.device) -> torch.Tensor:
-    return torch.ones(C, C, dtype=torch.bool, device=device).tril_()
-
-
 #: tokens per segment: the chunks are processed in segments of about this many tokens, so each
 #: step's temporaries stay cache-sized and the cost per token does not grow with T
 SEGMENT_TOKENS = 2048
 
 
 def _segments(N: int, C: int) -> list[tuple[int, int]]:
-    per = max(1, SEGMENT_TOKENS // C)
-    return [(n0, min(N, n0 + per)) for n0 in range(0, N, per)]
+    """Chunk ranges of the segments over ``N`` chunks of ``C`` tokens (read at call time, so tests
+    can shrink ``SEGMENT_TOKENS``)."""
+    return segments(N, chunks_per_segment(C, SEGMENT_TOKENS))
 
 
 def _to_chunks(x: torch.Tensor, t0: int, t1: int, C: int, sd: torch.dtype) -> torch.Tensor:
-    """``x[:, t0:t1]: [B, t, H, ...] -> [n, B, H, C, ...]`` in dtype ``sd`` (zero-padded in time).
+    """``x[:, t0:t1]: [B, t, H, ...] -> [n, B, H, C, ...]``, dense, in dtype ``sd`` (zero-padded).
 
-    Only the segment is permuted (one cache-sized copy), never the whole sequence.
+    Only the segment is permuted (one cache-sized copy), never the whole sequence. ``.contiguous()``
+    explicitly: every batched matmul then runs on dense matrices without hidden copies.
     """
-    seg = x[:, t0:t1].to(sd)
-    pad = (-(t1 - t0)) % C
-    if pad:
-        seg = torch.cat([seg, seg.new_zeros(seg.shape[0], pad, *seg.shape[2:])], dim=1)
-    B, t, H = seg.shape[:3]
-    seg = seg.reshape(B, t // C, C, H, *seg.shape[3:])
-    # ``.to(memory_format=...)`` may return the strided view itself, so ask for contiguity explicitly:
-    # every batched matmul then runs on dense matrices without hidden copies
-    return seg.permute(1, 0, 3, 2, *range(4, seg.dim())).contiguous()
-
-
-def _from_chunks(y: torch.Tensor, t: int) -> torch.Tensor:
-    """``[n, B, H, C, ...] -> [B, t, H, ...]`` (a view; drops the padding)."""
-    n, B, H, C = y.shape[:4]
-    return y.permute(1, 0, 3, 2, *range(4, y.dim())).reshape(B, n * C, H, *y.shape[4:])[:, :t]
+    return to_chunks(x, C, t0, t1, sd).contiguous()
 
 
 class _Gates:
@@ -225,7 +204,7 @@ class _ChunkScalarDecay(torch.autograd.Function):
         V = v.shape[-1]
         sd = state_dtype(q)
         N = -(-T // C)
-        notcausal = ~_causal(C, q.device)
+        notcausal = ~causal_mask(C, q.device)
         segments = _segments(N, C)
         o = q.new_empty(B, T, H, V, dtype=sd)
         # the state entering each segment (and the final one); backward recomputes the states
@@ -250,7 +229,7 @@ class _ChunkScalarDecay(torch.autograd.Function):
                 A.masked_fill_(notcausal, 0.0)
                 oc = _mm(A, vs)
                 _mm(qs, S[:-1], alpha=scale, out=oc, accumulate=True)
-            o[:, t0:t1] = _from_chunks(oc, t1 - t0)
+            o[:, t0:t1] = from_chunks(oc, t1 - t0)
             Sb[i + 1].copy_(S[-1])
         ctx.scale, ctx.C = scale, C
         ctx.set_materialize_grads(False)
@@ -266,7 +245,7 @@ class _ChunkScalarDecay(torch.autograd.Function):
         V = v.shape[-1]
         sd = Sb.dtype
         N = -(-T // C)
-        notcausal = ~_causal(C, q.device)
+        notcausal = ~causal_mask(C, q.device)
         need_dg = g is not None and ctx.needs_input_grad[3]
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dg = torch.empty_like(g) if need_dg else None
@@ -312,10 +291,10 @@ class _ChunkScalarDecay(torch.autograd.Function):
                 r = (X * qe).sum(-1)  # dO_i . o_inter_i
                 dlog = (dks * ks).sum(-1)
                 dend = gt.a * (Gnext * Sprev).sum((-1, -2))
-                dg[:, t0:t1] = _from_chunks(_gate_grad(dA.mul_(A), r, dlog, dend), t1 - t0)
+                dg[:, t0:t1] = from_chunks(_gate_grad(dA.mul_(A), r, dlog, dend), t1 - t0)
             _mm(P.transpose(-1, -2), qs, alpha=scale, out=dks, accumulate=True)
             for out, gr in ((dq, dqs), (dk, dks), (dv, dvs)):
-                out[:, t0:t1] = _from_chunks(gr, t1 - t0)
+                out[:, t0:t1] = from_chunks(gr, t1 - t0)
             Gend = G[0]
         dh0 = Gend if ctx.has_h0 else None
         return dq, dk, dv, dg, dh0, None, None

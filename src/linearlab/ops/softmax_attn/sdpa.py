@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from linearlab.ops.common import pad_time
 from linearlab.ops.softmax_attn._common import allowed_mask, check_window, split_varlen, validate
-from linearlab.ops.utils import check_qkv, check_scale, pad_time
+from linearlab.ops.utils import check_qkv, check_scale
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
 
