@@ -49,7 +49,9 @@ class Registry(Generic[T]):
             (default: ``kind`` with spaces replaced by underscores).
     """
 
-    def __init__(self, kind: str, loader: Callable[[], None] | None = None, argument: str | None = None) -> None:
+    def __init__(
+        self, kind: str, loader: Callable[[], None] | None = None, argument: str | None = None
+    ) -> None:
         self.kind = kind
         self.argument = argument or kind.replace(" ", "_")
         self._items: dict[str, T] = {}

@@ -1,8 +1,10 @@
-"""The mixer contract, checked for every registered mixer (and the variants of part-A mixers).
+"""The mixer contract, checked for every registered mixer (and variants that take other code paths).
 
 For each case, in float64 at tiny size: output shape and finiteness, gradients reaching every
 parameter, causality, one call == token-by-token stepping == two pieces with the state carried,
-``state_size`` and the error for a badly shaped ``x``.
+``state_size``, the error for a badly shaped ``x`` and for a wrong state, the declared
+``state_shapes``, the dtype rule (``layers/precision.py``) and, for chunked mixers, independence of
+the chunk size.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import torch
 
 from linearlab.layers import create_mixer, list_mixers
 from linearlab.layers.feature_maps import list_feature_maps
+from linearlab.layers.mixer_state import check_state
+from linearlab.layers.precision import compute_dtype
 
 D_MODEL = 16
 T = 12
@@ -36,6 +40,8 @@ VARIANTS: list[tuple[str, dict]] = [
     ("retnet", {"position": "none"}),
     ("softmax", {"rope": False}),
     ("sliding_window", {"window_size": 1}),
+    ("deltanet", {"use_short_conv": False}),
+    ("mom", {"mode": "mask", "shared_memory": False}),
 ]
 
 CASES = [(name, SMALL.get(name, {})) for name in list_mixers()] + VARIANTS
@@ -49,11 +55,15 @@ def _case_id(case: tuple[str, dict]) -> str:
     return name + "".join(f"-{k}={v}" for k, v in kw.items())
 
 
+def takes(name: str, argument: str) -> bool:
+    """Whether the mixer registered as ``name`` has a constructor argument ``argument``."""
+    return argument in inspect.signature(type(create_mixer(name, d_model=D_MODEL))).parameters
+
+
 def build(name: str, kwargs: dict) -> torch.nn.Module:
     """The mixer in float64, with 2 heads if it takes ``num_heads``, as layer 1 of 2."""
     cls_kwargs = dict(kwargs)
-    cls = type(create_mixer(name, d_model=D_MODEL, **cls_kwargs))
-    if "num_heads" in inspect.signature(cls.__init__).parameters and "num_heads" not in cls_kwargs:
+    if takes(name, "num_heads") and "num_heads" not in cls_kwargs:
         cls_kwargs["num_heads"] = 2
     torch.manual_seed(0)
     return create_mixer(name, d_model=D_MODEL, layer_idx=1, num_layers=2, **cls_kwargs).double()
@@ -91,9 +101,11 @@ def clone_state(s):
     return s.detach().clone() if isinstance(s, torch.Tensor) else s
 
 
-pytestmark = pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+# every test below runs for every registered mixer and variant
+each_case = pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
 
 
+@each_case
 def test_shape_dtype_and_finite(case):
     mixer = build(*case)
     x = inputs()
@@ -104,6 +116,7 @@ def test_shape_dtype_and_finite(case):
     assert isinstance(state, dict) and state, "state must be a non-empty dict"
 
 
+@each_case
 def test_float32_forward(case):
     mixer = build(*case).float()
     y, _ = mixer(inputs().float())
@@ -111,6 +124,7 @@ def test_float32_forward(case):
     assert torch.isfinite(y).all()
 
 
+@each_case
 def test_gradients_reach_every_parameter(case):
     mixer = build(*case).train()
     x = inputs().requires_grad_(True)
@@ -128,6 +142,7 @@ def test_gradients_reach_every_parameter(case):
         assert p.grad.abs().sum() > 0, f"{pname}: gradient is all zero"
 
 
+@each_case
 def test_causal(case):
     mixer = build(*case).eval()
     x = inputs()
@@ -141,6 +156,7 @@ def test_causal(case):
 
 
 @torch.no_grad()
+@each_case
 def test_token_by_token_equals_one_call(case):
     mixer = build(*case).eval()
     x = inputs()
@@ -154,6 +170,7 @@ def test_token_by_token_equals_one_call(case):
 
 
 @torch.no_grad()
+@each_case
 def test_two_pieces_equal_one_call_and_state_is_not_mutated(case):
     mixer = build(*case).eval()
     x = inputs()
@@ -167,6 +184,7 @@ def test_two_pieces_equal_one_call_and_state_is_not_mutated(case):
     assert_states_close(s1, s1_copy, "input state after reuse")
 
 
+@each_case
 def test_state_size(case):
     name, _ = case
     mixer = build(*case)
@@ -181,9 +199,90 @@ def test_state_size(case):
         assert sizes[2] == sizes[3], f"a recurrent state is bounded in seq_len: {sizes}"
 
 
+@each_case
 def test_bad_rank_raises_naming_x(case):
     mixer = build(*case)
     x = inputs()
     for bad in (x[0], x[..., None]):
         with pytest.raises(ValueError, match=r"\bx\b"):
             mixer(bad)
+
+
+@each_case
+def test_state_shapes_describe_the_returned_state(case):
+    """``state_shapes(B)`` is what the mixer returns, so the entry check accepts its own states."""
+    mixer = build(*case)
+    for length in (1, T):
+        _, state = mixer(inputs(length=length))
+        assert list(state) == list(mixer.state_shapes(B)), "state keys differ from state_shapes"
+        check_state(state, mixer.state_shapes(B))
+
+
+@each_case
+def test_wrong_state_is_a_value_error_naming_the_expected_keys(case):
+    """A wrong key, a wrong shape, a wrong batch size and a non-dict: one ValueError naming what is expected."""
+    mixer = build(*case)
+    x = inputs()
+    _, state = mixer(x)
+    keys = list(state)
+    names = "".join(rf"(?=.*'{k}': \[)" for k in keys)  # every expected key, with its shape, in any order
+    wrong = {
+        "renamed key": {("S" if k == keys[0] else k): v for k, v in state.items()},
+        "missing key": {k: v for k, v in state.items() if k != keys[-1]},
+        "extra key": {**state, "extra": state[keys[0]]},
+        "not a tensor": {**state, keys[0]: state[keys[0]].tolist()},
+        "wrong shape": {**state, keys[0]: torch.zeros(3, 1, dtype=torch.float64)},
+        "list": [state[k] for k in keys],
+    }
+    for what, bad in wrong.items():
+        with pytest.raises(ValueError, match=names) as info:
+            mixer(x, bad)
+        assert str(info.value).startswith("state"), f"{what}: {info.value}"
+    # a state for another batch size
+    with pytest.raises(ValueError, match=r"state\['[a-z_]+'\]: batch size must match x's B = 1"):
+        mixer(x[:1], state)
+
+
+@each_case
+def test_state_size_counts_the_state(case):
+    """``state_size`` counts the float entries of the state (``pos`` is bookkeeping); it is exact for
+    bounded states and an upper bound for caches whose length varies (``P``)."""
+    mixer = build(*case)
+    _, state = mixer(inputs())
+    counted = sum(t[0].numel() for t in state.values() if t.dtype.is_floating_point)
+    cached = any(None in s.sizes for s in mixer.state_shapes(B).values())
+    if cached:
+        assert counted <= mixer.state_size(T)
+    else:
+        assert counted == mixer.state_size(T)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@each_case
+def test_dtype_rule(case, dtype):
+    """``y`` in x's dtype; the recurrent state in ``compute_dtype(x)``; buffers and caches in x's dtype."""
+    mixer = build(*case).to(dtype)
+    x = inputs().to(dtype)
+    y, state = mixer(x)
+    y2, state2 = mixer(x[:, :1], state)
+    assert y.dtype == y2.dtype == dtype
+    assert torch.isfinite(y).all() and torch.isfinite(y2).all()
+    for key, t in state2.items():
+        if key == "pos":
+            assert t.dtype == torch.long
+        elif key == "recurrent":
+            assert t.dtype == compute_dtype(x), key
+            assert torch.isfinite(t).all(), key
+        else:
+            assert t.dtype == dtype, key
+
+
+@pytest.mark.parametrize("chunked_case", [c for c in CASES if takes(c[0], "chunk_size")], ids=_case_id)
+def test_chunk_size_does_not_change_the_result(chunked_case):
+    """T = 37 spans three chunks of 16: the cross-chunk state passing is exercised at layer level.
+    (Only mixers that take ``chunk_size``; the others have no chunked form to compare.)"""
+    name, kwargs = chunked_case
+    x = torch.randn(B, 37, D_MODEL, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    (y16, s16), (y64, s64) = (build(name, {**kwargs, "chunk_size": c})(x) for c in (16, 64))
+    torch.testing.assert_close(y16, y64, rtol=1e-10, atol=1e-12)
+    assert_states_close(s16, s64, "state")

@@ -244,7 +244,7 @@ def test_config_validation_messages(kwargs, message):
 
 
 def test_unknown_mixer_and_bad_kwargs_name_the_layer():
-    with pytest.raises(ValueError, match=r"layer 0: unknown mixer 'nope'; registered mixers: .*gla"):
+    with pytest.raises(ValueError, match=r"layer 0: mixer: unknown mixer 'nope'; choose from: .*gla"):
         MixerLM(ModelConfig(mixer="nope"))
     with pytest.raises(ValueError, match=r"layer 1 \(mixer 'softmax'\) kwargs \{'bogus': 1\}"):
         MixerLM(ModelConfig(d_model=16, block_pattern="GA", pattern_kwargs={"A": {"bogus": 1}}))

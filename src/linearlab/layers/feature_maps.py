@@ -32,16 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_FEATURE_MAPS: dict[str, type[FeatureMap]] = {}
+from linearlab.registry import Registry
+
+FEATURE_MAPS: Registry[type[FeatureMap]] = Registry("feature map", argument="feature_map")
 
 
 def register_feature_map(name: str) -> Callable[[type[FeatureMap]], type[FeatureMap]]:
-    """Class decorator: make a feature map creatable by ``name``."""
+    """Class decorator: make a feature map creatable by ``name`` (sets ``cls.map_name``)."""
 
     def wrap(cls: type[FeatureMap]) -> type[FeatureMap]:
-        if name in _FEATURE_MAPS and _FEATURE_MAPS[name] is not cls:
-            raise RuntimeError(f"feature map name {name!r} is registered twice")
-        _FEATURE_MAPS[name] = cls
+        FEATURE_MAPS.register(name, cls)
         cls.map_name = name
         return cls
 
@@ -50,16 +50,18 @@ def register_feature_map(name: str) -> Callable[[type[FeatureMap]], type[Feature
 
 def list_feature_maps() -> list[str]:
     """Names of all registered feature maps, sorted."""
-    return sorted(_FEATURE_MAPS)
+    return FEATURE_MAPS.names()
 
 
 def create_feature_map(name: str, head_dim: int, num_heads: int) -> FeatureMap:
-    """Build the feature map registered as ``name`` for ``num_heads`` heads of size ``head_dim``."""
-    if name not in _FEATURE_MAPS:
-        raise ValueError(f"feature_map: unknown map {name!r}; allowed: {list_feature_maps()}")
+    """Build the feature map registered as ``name`` for ``num_heads`` heads of size ``head_dim``.
+
+    An unknown ``name`` raises :class:`~linearlab.registry.UnknownNameError` listing the maps.
+    """
+    cls = FEATURE_MAPS.get(name)
     if head_dim < 1 or num_heads < 1:
         raise ValueError(f"head_dim, num_heads: must be >= 1, got head_dim={head_dim}, num_heads={num_heads}")
-    return _FEATURE_MAPS[name](head_dim, num_heads)
+    return cls(head_dim, num_heads)
 
 
 class FeatureMap(nn.Module):

@@ -1,4 +1,5 @@
-"""Normalisation layers: a small factory plus SLAB's progressive re-parameterised BatchNorm.
+"""Normalisation layers: a small factory, SLAB's progressive re-parameterised BatchNorm, and the
+norms used inside mixers (:class:`SimpleRMSNorm`, :class:`GatedRMSNorm`, :func:`l2norm`).
 
 ``RepBN`` follows "SLAB: Efficient Transformers with Simplified Linear Attention and Progressive
 Re-parameterized Batch Normalization" (Guo, Chen, Tang, Wang, ICML 2024, arXiv 2405.11582):
@@ -16,7 +17,11 @@ pays for no normalisation at all, which is the paper's point.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from linearlab.layers.precision import compute_dtype
+from linearlab.ops.utils import l2norm  # noqa: F401  (re-exported: one definition for ops and layers)
 
 NORMS = ("rmsnorm", "layernorm", "repbn")
 
@@ -185,3 +190,62 @@ def make_norm(kind: str, dim: int, eps: float = 1e-5, repbn_warmup_steps: int = 
 def repbn_modules(model: nn.Module) -> list[RepBN]:
     """All :class:`RepBN` modules inside ``model`` (in ``named_modules`` order)."""
     return [m for m in model.modules() if isinstance(m, RepBN)]
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+class SimpleRMSNorm(nn.Module):
+    """SimpleRMSNorm (TransNormer): ``x / RMS(x)`` over the last dim, with no affine parameters.
+
+    The statistics are computed in ``compute_dtype(x)`` (float32, float64 for float64 input).
+
+    Shapes: ``x: [..., D] -> [..., D]`` in x's dtype.
+    """
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.to(compute_dtype(x))
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
+class GatedRMSNorm(nn.Module):
+    """RMSNorm over the last dim times ``swish(gate)``: ``y = x / rms(x) * weight * silu(gate)``.
+
+    Used per head on the read-out of GLA, DeltaNet, Gated DeltaNet and MoM (fla's
+    ``FusedRMSNormGated``); computed in ``compute_dtype(x)`` (float32, float64 for float64 input).
+
+    Args:
+        hidden_size: size of the normalised last dim (the head's value dim).
+        eps: added to the mean square. Default: 1e-5.
+        elementwise_affine: learn a per-channel weight (init 1). Default: True.
+
+    Shapes:
+        ``x: [..., hidden_size]``, ``gate: same shape as x`` -> ``[..., hidden_size]`` in x's dtype.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5, elementwise_affine: bool = True) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size)) if elementwise_affine else None
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.hidden_size:
+            raise ValueError(f"x: last dim must be {self.hidden_size}, got shape {_shape(x)}")
+        if gate.shape != x.shape:
+            raise ValueError(f"gate: shape {_shape(gate)} must equal x's shape {_shape(x)}")
+        dtype = compute_dtype(x)
+        weight = None if self.weight is None else self.weight.to(dtype)
+        y = F.rms_norm(x.to(dtype), (self.hidden_size,), weight, self.eps)
+        return (y * F.silu(gate.to(dtype))).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.hidden_size}, eps={self.eps}, elementwise_affine={self.weight is not None}"

@@ -12,8 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from linearlab.layers.modules import ShortConvolution, check_mixer_input, check_positive_int, check_state
+from linearlab.layers.mixer_checks import check_mixer_input, check_positive_int
+from linearlab.layers.mixer_state import StateShapes, check_state, shape
 from linearlab.layers.registry import register_mixer
+from linearlab.layers.short_conv import ShortConvolution
 
 
 @register_mixer("base_conv")
@@ -39,10 +41,14 @@ class BaseConv(nn.Module):
 
     def forward(self, x: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
         B, _ = check_mixer_input(x, self.d_model)
-        if state is not None:
-            check_state(state, ["conv"], B)
+        check_state(state, self.state_shapes(B))
         y, cache = self.conv(x, cache=None if state is None else state["conv"])
         return y * self.proj(x), {"conv": cache}
 
+    def state_shapes(self, batch_size: int) -> StateShapes:
+        """The state a call takes and returns: the conv buffer (see ``mixer_state``)."""
+        return {"conv": shape("B D kernel_size-1", batch_size, self.d_model, self.conv.kernel_size[0] - 1)}
+
     def state_size(self, seq_len: int) -> int:
+        """Scalars per sequence: ``D * (kernel_size - 1)``, independent of ``seq_len``."""
         return self.conv.state_size()

@@ -10,20 +10,16 @@ import torch
 from torch import nn
 
 from linearlab import ops
-from linearlab.layers.modules import (
-    GatedRMSNorm,
-    ShortConvolution,
-    check_mixer_input,
-    check_positive_int,
-    check_state,
-    head_dims,
-    l2norm,
-)
+from linearlab.layers.mixer_checks import check_mixer_input, check_positive_int
+from linearlab.layers.mixer_state import StateShapes, check_state, shape
+from linearlab.layers.multihead import head_dims
+from linearlab.layers.norms import GatedRMSNorm, l2norm
 from linearlab.layers.registry import register_mixer
+from linearlab.layers.short_conv import ShortConvQKV
 
 
 @register_mixer("deltanet")
-class DeltaNet(nn.Module):
+class DeltaNet(ShortConvQKV):
     """DeltaNet: linear attention whose memory is updated by the delta rule.
 
     Per head, with state ``S: [K, V]`` (Yang et al., arXiv 2406.06484)::
@@ -56,7 +52,8 @@ class DeltaNet(nn.Module):
     Shapes:
         ``x: [B, T, D]`` -> ``y: [B, T, D]``; state ``{"recurrent": [B, H, K, V], "conv_q":
         [B, H*K, conv_size-1], "conv_k": [B, H*K, conv_size-1], "conv_v": [B, H*V, conv_size-1]}``
-        (no conv entries when ``use_short_conv=False``).
+        (no conv entries when ``use_short_conv=False``); ``"recurrent"`` is float32 (float64 for
+        float64 input), the conv buffers are in x's dtype.
 
     Example:
         >>> mixer = DeltaNet(64, num_heads=2)
@@ -100,10 +97,7 @@ class DeltaNet(nn.Module):
         self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
         self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
         self.b_proj = nn.Linear(d_model, num_heads, bias=False)
-        if use_short_conv:
-            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias)
-            self.k_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias)
-            self.v_conv1d = ShortConvolution(self.value_dim, conv_size, bias=conv_bias)
+        self.init_qkv_convs(conv_size, conv_bias)
         if use_gate:
             self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
             self.o_norm: nn.Module = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
@@ -111,31 +105,21 @@ class DeltaNet(nn.Module):
             self.o_norm = nn.RMSNorm(self.head_v_dim, eps=norm_eps)
         self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
 
-    @property
-    def state_keys(self) -> tuple[str, ...]:
-        return ("recurrent", "conv_q", "conv_k", "conv_v") if self.use_short_conv else ("recurrent",)
+    def state_shapes(self, batch_size: int) -> StateShapes:
+        """The state a call takes and returns (see the class docstring and ``mixer_state``)."""
+        H, K, V = self.num_heads, self.head_k_dim, self.head_v_dim
+        return {"recurrent": shape("B H K V", batch_size, H, K, V), **self.qkv_conv_state_shapes(batch_size)}
 
     def state_size(self, seq_len: int) -> int:
         """Scalars in the state per sequence: ``H * K * V`` plus the conv buffers (constant in ``seq_len``)."""
-        size = self.num_heads * self.head_k_dim * self.head_v_dim
-        if self.use_short_conv:
-            size += sum(c.state_size() for c in (self.q_conv1d, self.k_conv1d, self.v_conv1d))
-        return size
+        return self.num_heads * self.head_k_dim * self.head_v_dim + self.qkv_conv_state_size()
 
     def qkv(
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Feature-mapped ``q, k: [B, T, H, K]`` (unit L2 norm), ``v: [B, T, H, V]`` and the new conv states."""
         B, T, _ = x.shape
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        conv_state: dict[str, torch.Tensor] = {}
-        if self.use_short_conv:
-            get = (lambda name: None) if state is None else state.get
-            q, conv_state["conv_q"] = self.q_conv1d(q, get("conv_q"))
-            k, conv_state["conv_k"] = self.k_conv1d(k, get("conv_k"))
-            v, conv_state["conv_v"] = self.v_conv1d(v, get("conv_v"))
-        else:
-            q, k, v = nn.functional.silu(q), nn.functional.silu(k), nn.functional.silu(v)
+        q, k, v, conv_state = self.project_qkv(x, state)
         q = l2norm(q.view(B, T, self.num_heads, self.head_k_dim))
         k = l2norm(k.view(B, T, self.num_heads, self.head_k_dim))
         return q, k, v.view(B, T, self.num_heads, self.head_v_dim), conv_state
@@ -168,8 +152,7 @@ class DeltaNet(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mix ``x: [B, T, D]``; return ``(y: [B, T, D], state)`` (pass ``state`` back to continue)."""
         B, T = check_mixer_input(x, self.d_model)
-        if state is not None:
-            check_state(state, self.state_keys, B)
+        check_state(state, self.state_shapes(B))
         q, k, v, conv_state = self.qkv(x, state)
         h0 = None if state is None else state["recurrent"]
         o, ht = self.recurrence(x, q, k, v, self.beta(x), h0)

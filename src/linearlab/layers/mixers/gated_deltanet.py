@@ -6,46 +6,16 @@ Songlin Yang, Jan Kautz, Ali Hatamizadeh (arXiv 2412.06464, ICLR 2025).
 
 from __future__ import annotations
 
-import math
+import inspect
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from linearlab import ops
+from linearlab.layers.decay import init_mamba2_decay, mamba2_log_decay
 from linearlab.layers.mixers.deltanet import DeltaNet
 from linearlab.layers.registry import register_mixer
-
-
-def init_mamba2_decay(
-    num_heads: int,
-    a_range: tuple[float, float] = (1.0, 16.0),
-    dt_min: float = 1e-3,
-    dt_max: float = 0.1,
-    dt_init_floor: float = 1e-4,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mamba2-style initial ``(A_log: [H], dt_bias: [H])`` for ``g = -exp(A_log) * softplus(a + dt_bias)``.
-
-    ``A ~ U(a_range)`` sets each head's decay rate and ``dt ~ logU(dt_min, dt_max)`` its step;
-    ``dt_bias`` is the inverse softplus of ``dt`` so that ``softplus(dt_bias) == dt`` at init.
-    ``a_range = (1, 16)`` is Mamba2's ``A_init_range`` (fla's Gated DeltaNet draws from (0, 16));
-    a lower end of 1 keeps every head decaying at init.
-    """
-    A = torch.empty(num_heads).uniform_(*a_range)
-    dt = torch.exp(torch.rand(num_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-    dt = dt.clamp_min(dt_init_floor)
-    # inverse softplus: x = dt + log(1 - exp(-dt))
-    dt_bias = dt + torch.log(-torch.expm1(-dt))
-    return torch.log(A), dt_bias
-
-
-def mamba2_log_decay(a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor) -> torch.Tensor:
-    """Log forget gate ``g = -exp(A_log) * softplus(a + dt_bias)`` (``<= 0``), computed in float32 or wider.
-
-    ``a: [..., H]`` is the data-dependent input, ``A_log, dt_bias: [H]``; returns ``[..., H]``.
-    """
-    dtype = torch.promote_types(a.dtype, torch.float32)
-    return -A_log.to(dtype).exp() * F.softplus(a.to(dtype) + dt_bias.to(dtype))
 
 
 @register_mixer("gated_deltanet")
@@ -66,15 +36,14 @@ class GatedDeltaNet(DeltaNet):
 
     Args:
         d_model: model width ``D``.
-        num_heads: number of heads ``H``. Default: 4.
-        expand_k: total key width is ``D * expand_k``. Default: 1.0 (fla sizes heads with
-            ``head_dim=256``; here widths scale with ``d_model`` like the other mixers).
-        expand_v: total value width is ``D * expand_v``. Default: 1.0 (fla: 2).
-        use_short_conv, conv_size, conv_bias, use_gate, allow_neg_eigval, norm_eps, chunk_size,
-        layer_idx, num_layers: as in :class:`DeltaNet`.
+        **deltanet_kwargs: the other arguments of :class:`DeltaNet` (``num_heads``, ``expand_k``,
+            ``expand_v``, ``use_short_conv``, ...), passed through with DeltaNet's defaults and
+            meaning; ``inspect.signature(GatedDeltaNet)`` lists them. Widths scale with ``d_model``
+            like the other mixers (fla sizes heads with ``head_dim=256`` and uses ``expand_v=2``).
 
     Shapes:
-        ``x: [B, T, D]`` -> ``y: [B, T, D]``; state as in :class:`DeltaNet`.
+        ``x: [B, T, D]`` -> ``y: [B, T, D]``; state as in :class:`DeltaNet`:
+        ``{"recurrent": [B, H, K, V], "conv_q", "conv_k", "conv_v"}``.
 
     Example:
         >>> mixer = GatedDeltaNet(64, num_heads=2)
@@ -82,39 +51,10 @@ class GatedDeltaNet(DeltaNet):
         >>> y_next, state = mixer(torch.randn(1, 1, 64), state)
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        num_heads: int = 4,
-        expand_k: float = 1.0,
-        expand_v: float = 1.0,
-        use_short_conv: bool = True,
-        conv_size: int = 4,
-        conv_bias: bool = False,
-        use_gate: bool = True,
-        allow_neg_eigval: bool = False,
-        norm_eps: float = 1e-5,
-        chunk_size: int = 64,
-        layer_idx: int = 0,
-        num_layers: int = 1,
-    ) -> None:
-        super().__init__(
-            d_model,
-            num_heads=num_heads,
-            expand_k=expand_k,
-            expand_v=expand_v,
-            use_short_conv=use_short_conv,
-            conv_size=conv_size,
-            conv_bias=conv_bias,
-            use_gate=use_gate,
-            allow_neg_eigval=allow_neg_eigval,
-            norm_eps=norm_eps,
-            chunk_size=chunk_size,
-            layer_idx=layer_idx,
-            num_layers=num_layers,
-        )
-        self.a_proj = nn.Linear(d_model, num_heads, bias=False)
-        A_log, dt_bias = init_mamba2_decay(num_heads)
+    def __init__(self, d_model: int, **deltanet_kwargs: Any) -> None:
+        super().__init__(d_model, **deltanet_kwargs)
+        self.a_proj = nn.Linear(d_model, self.num_heads, bias=False)
+        A_log, dt_bias = init_mamba2_decay(self.num_heads)
         self.A_log = nn.Parameter(A_log)
         self.dt_bias = nn.Parameter(dt_bias)
         self.A_log._no_weight_decay = True  # type: ignore[attr-defined]
@@ -134,8 +74,7 @@ class GatedDeltaNet(DeltaNet):
         initial_state: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the gated delta rule: chunked for prefill, recurrent for one token."""
-        # kept in float32 (or float64): the ops accumulate log gates and bf16 would lose the small decays
-        g = self.log_decay(x)
+        g = self.log_decay(x)  # in compute_dtype (float32 or float64), see mamba2_log_decay
         if q.shape[1] == 1:
             return ops.fused_recurrent_gated_delta_rule(
                 q, k, v, g, beta, initial_state=initial_state, output_final_state=True
@@ -143,3 +82,8 @@ class GatedDeltaNet(DeltaNet):
         return ops.chunk_gated_delta_rule(
             q, k, v, g, beta, initial_state=initial_state, output_final_state=True, chunk_size=self.chunk_size
         )
+
+
+# the arguments are DeltaNet's, passed through unchanged: show them (not ``**deltanet_kwargs``) to
+# ``inspect.signature`` and ``help()``, so tools that look at a mixer's arguments see them
+GatedDeltaNet.__init__.__signature__ = inspect.signature(DeltaNet.__init__)  # type: ignore[attr-defined]

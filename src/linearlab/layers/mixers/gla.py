@@ -11,16 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from linearlab import ops
-from linearlab.layers.modules import (
-    GatedRMSNorm,
-    check_mixer_input,
-    check_positive_int,
-    check_state,
-    head_dims,
-)
+from linearlab.layers.mixer_checks import check_mixer_input, check_positive_int
+from linearlab.layers.mixer_state import StateShapes, check_state, shape
+from linearlab.layers.multihead import head_dims
+from linearlab.layers.norms import GatedRMSNorm
+from linearlab.layers.precision import compute_dtype
 from linearlab.layers.registry import register_mixer
-
-_STATE_KEYS = ("recurrent",)
 
 
 @register_mixer("gla")
@@ -111,14 +107,19 @@ class GatedLinearAttention(nn.Module):
             self.g_norm = nn.RMSNorm(self.head_v_dim, eps=norm_eps)
         self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
 
+    def state_shapes(self, batch_size: int) -> StateShapes:
+        """The state a call takes and returns (see the class docstring and ``mixer_state``)."""
+        return {"recurrent": shape("B H K V", batch_size, self.num_heads, self.head_k_dim, self.head_v_dim)}
+
     def state_size(self, seq_len: int) -> int:
         """Scalars in the state per sequence: ``H * K * V`` (independent of ``seq_len``)."""
         return self.num_heads * self.head_k_dim * self.head_v_dim
 
     def log_gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-key log forget gate ``gk: [B, T, H, K]`` (<= 0) for ``x: [B, T, D]``."""
+        """Per-key log forget gate ``gk: [B, T, H, K]`` (<= 0) for ``x: [B, T, D]``, in ``compute_dtype(x)``."""
         B, T, _ = x.shape
-        gk = F.logsigmoid(self.gk_proj(x)) / self.gate_logit_normalizer
+        # the op accumulates the log gates: bfloat16 would lose the small ones (the slow forgetting)
+        gk = F.logsigmoid(self.gk_proj(x).to(compute_dtype(x))) / self.gate_logit_normalizer
         if self.clamp_min is not None:
             gk = gk.clamp_min(self.clamp_min)
         return gk.view(B, T, self.num_heads, self.head_k_dim)
@@ -128,8 +129,7 @@ class GatedLinearAttention(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mix ``x: [B, T, D]``; return ``(y: [B, T, D], state)`` (pass ``state`` back to continue)."""
         B, T = check_mixer_input(x, self.d_model)
-        if state is not None:
-            check_state(state, _STATE_KEYS, B)
+        check_state(state, self.state_shapes(B))
         H = self.num_heads
         q = self.q_proj(x).view(B, T, H, self.head_k_dim)
         k = self.k_proj(x).view(B, T, H, self.head_k_dim)

@@ -6,8 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linearlab.layers.mixers._shared_a import SimpleRMSNorm, check_heads, merge_heads, split_heads
-from linearlab.layers.modules import check_mixer_input
+from linearlab import ops
+from linearlab.layers.mixer_checks import check_mixer_input
+from linearlab.layers.mixer_state import StateShapes, check_state, shape
+from linearlab.layers.multihead import check_heads, merge_heads, split_heads
+from linearlab.layers.norms import SimpleRMSNorm
 from linearlab.layers.registry import register_mixer
 
 
@@ -32,7 +35,7 @@ class LightningAttention(nn.Module):
         layer_idx: index of this layer (sets the decay). Default: 0.
         num_layers: number of layers in the model. Default: 1.
 
-    State: ``{"S": [B, H, D/H, D/H]}``.
+    State: ``{"recurrent": [B, H, D/H, D/H]}`` (float32, or float64 for float64 input).
 
     Example:
         >>> mixer = LightningAttention(64, num_heads=4, layer_idx=2, num_layers=6)
@@ -67,22 +70,27 @@ class LightningAttention(nn.Module):
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``x: [B, T, D] -> y: [B, T, D]``; ``state`` as returned by the previous call (None at start)."""
-        from linearlab.ops import chunk_lightning_attn, fused_recurrent_lightning_attn
-
-        check_mixer_input(x, self.d_model)
+        B, T = check_mixer_input(x, self.d_model)
+        check_state(state, self.state_shapes(B))
         q, k, v = (split_heads(t, self.num_heads) for t in F.silu(self.qkv_proj(x)).chunk(3, dim=-1))
-        op = fused_recurrent_lightning_attn if x.shape[1] == 1 else chunk_lightning_attn
+        # the op builds the per-head decay of this layer from (layer_idx, num_layers)
+        op = ops.fused_recurrent_lightning_attn if T == 1 else ops.chunk_lightning_attn
         o, S = op(
             q,
             k,
             v,
             layer_idx=self.layer_idx,
             num_layers=self.num_layers,
-            initial_state=None if state is None else state["S"],
+            initial_state=None if state is None else state["recurrent"],
             output_final_state=True,
         )
-        o = self.norm(merge_heads(o).to(x.dtype)) * torch.sigmoid(self.gate(x))
-        return self.o_proj(o), {"S": S}
+        o = self.norm(merge_heads(o)) * torch.sigmoid(self.gate(x))
+        return self.o_proj(o), {"recurrent": S}
+
+    def state_shapes(self, batch_size: int) -> StateShapes:
+        """The state a call takes and returns (see the class docstring and ``mixer_state``)."""
+        H, Dh = self.num_heads, self.head_dim
+        return {"recurrent": shape("B H D/H D/H", batch_size, H, Dh, Dh)}
 
     def state_size(self, seq_len: int) -> int:
         """Scalars per sequence: ``H * (D/H)^2``, independent of ``seq_len``."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from linearlab.layers.feature_maps import create_feature_map, list_feature_maps
-from linearlab.layers.mixers._shared_a import check_heads, linear_attn, merge_heads, split_heads
-from linearlab.layers.modules import check_mixer_input
+from linearlab import ops
+from linearlab.layers.feature_maps import FEATURE_MAPS, create_feature_map
+from linearlab.layers.mixer_checks import check_mixer_input
+from linearlab.layers.mixer_state import StateShapes, check_state, shape
+from linearlab.layers.multihead import check_heads, merge_heads, split_heads
 from linearlab.layers.registry import register_mixer
 
 
@@ -20,20 +22,22 @@ class LinearAttention(nn.Module):
     arXiv 2103.13076) and Hedgehog (Zhang, Bhatia, Kumbong, Re, "The Hedgehog & the Porcupine",
     arXiv 2402.04347).
 
-    ``S_t = S_{t-1} + phi(k_t)^T v_t``, ``z_t = z_{t-1} + phi(k_t)``.
+    ``S_t = S_{t-1} + phi(k_t)^T v_t``, ``z_t = z_{t-1} + phi(k_t)``; computed by the
+    ``linear_attn`` ops (``chunk_linear_attn`` for prefill, ``fused_recurrent_linear_attn`` for
+    single-token steps), which also form the denominator (``normalize=True``, ``eps = 1e-6``).
 
     Args:
         d_model: model width ``D``.
         num_heads: heads ``H`` (must divide ``D``). Default: 4.
         feature_map: one of ``linearlab.layers.feature_maps.list_feature_maps()``
             (``identity, elu, elu1, relu, t2r, hedgehog``). Default: ``"elu1"``.
-        normalize: divide by the denominator ``phi(q_t) . z_t`` (Katharopoulos / Hedgehog). Without it
-            the output is ``scale * phi(q_t) S_t`` with ``scale = F ** -0.5``. Default: True.
-        eps: added to the denominator. Default: 1e-6.
+        normalize: divide by the denominator ``phi(q_t) . z_t + 1e-6`` (Katharopoulos / Hedgehog;
+            no query scale, it would cancel). Without it the output is ``scale * phi(q_t) S_t``
+            with ``scale = F ** -0.5``. Default: True.
         layer_idx, num_layers: position in the model (unused; accepted for the mixer contract).
 
-    State: ``{"S": [B, H, F, D/H (+1 with normalize)]}`` (``F`` = feature dim; the key sum ``z`` is
-    the extra value column).
+    State: ``{"recurrent": [B, H, F, D/H (+1 with normalize)]}`` (``F`` = feature dim; the key sum
+    ``z`` is the extra value column), float32 (float64 for float64 input).
 
     Example:
         >>> mixer = LinearAttention(64, num_heads=4, feature_map="hedgehog")
@@ -46,7 +50,6 @@ class LinearAttention(nn.Module):
         num_heads: int = 4,
         feature_map: str = "elu1",
         normalize: bool = True,
-        eps: float = 1e-6,
         layer_idx: int = 0,
         num_layers: int = 1,
     ) -> None:
@@ -54,10 +57,10 @@ class LinearAttention(nn.Module):
         self.d_model = d_model
         self.num_heads = num_heads
         self.head_dim = check_heads(d_model, num_heads)
-        if feature_map not in list_feature_maps():
-            raise ValueError(f"feature_map: expected one of {list_feature_maps()}, got {feature_map!r}")
+        FEATURE_MAPS.get(feature_map)  # an unknown name fails here, naming the registered maps
+        if not isinstance(normalize, bool):
+            raise ValueError(f"normalize: expected a bool, got {normalize!r}")
         self.normalize = normalize
-        self.eps = eps
         self.layer_idx = layer_idx
         self.q_proj = nn.Linear(d_model, d_model, bias=False)
         self.k_proj = nn.Linear(d_model, d_model, bias=False)
@@ -71,14 +74,28 @@ class LinearAttention(nn.Module):
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``x: [B, T, D] -> y: [B, T, D]``; ``state`` as returned by the previous call (None at start)."""
-        check_mixer_input(x, self.d_model)
+        B, T = check_mixer_input(x, self.d_model)
+        check_state(state, self.state_shapes(B))
         q = self.q_map(split_heads(self.q_proj(x), self.num_heads))
         k = self.k_map(split_heads(self.k_proj(x), self.num_heads))
         v = split_heads(self.v_proj(x), self.num_heads)
-        o, S = linear_attn(
-            q, k, v, None if state is None else state["S"], normalize=self.normalize, eps=self.eps
+        op = ops.fused_recurrent_linear_attn if T == 1 else ops.chunk_linear_attn
+        # normalised: no query scale (it cancels between numerator and denominator)
+        o, S = op(
+            q,
+            k,
+            v,
+            scale=1.0 if self.normalize else None,
+            initial_state=None if state is None else state["recurrent"],
+            output_final_state=True,
+            normalize=self.normalize,
         )
-        return self.o_proj(merge_heads(o).to(x.dtype)), {"S": S}
+        return self.o_proj(merge_heads(o)), {"recurrent": S}
+
+    def state_shapes(self, batch_size: int) -> StateShapes:
+        """The state a call takes and returns (see the class docstring and ``mixer_state``)."""
+        H, F, V = self.num_heads, self.q_map.feature_dim, self.head_dim + int(self.normalize)
+        return {"recurrent": shape("B H F V", batch_size, H, F, V)}
 
     def state_size(self, seq_len: int) -> int:
         """Scalars per sequence: ``H * F * (D/H + normalize)``, independent of ``seq_len``."""

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linearlab.layers.modules import check_mixer_input
+from linearlab.layers.mixer_checks import check_mixer_input
+from linearlab.layers.mixer_state import StateShapes, check_state, shape
+from linearlab.layers.precision import compute_dtype
 from linearlab.layers.registry import register_mixer
 
 
@@ -94,7 +96,8 @@ class LinearStateSpaceLayer(nn.Module):
         dt_min, dt_max: range of the initial step sizes. Default: 1e-3, 1e-1.
         layer_idx, num_layers: position in the model (unused; accepted for the mixer contract).
 
-    State: ``{"ssm": [B, D, N]}`` (the SSM state after the last token).
+    State: ``{"recurrent": [B, D, N]}`` (the SSM state after the last token; float32, or float64
+    for float64 input: the SSM runs in ``compute_dtype(x)``).
 
     Example:
         >>> mixer = LinearStateSpaceLayer(32, d_state=16)
@@ -151,13 +154,14 @@ class LinearStateSpaceLayer(nn.Module):
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``x: [B, T, D] -> y: [B, T, D]``; ``state`` as returned by the previous call (None at start)."""
-        check_mixer_input(x, self.d_model)
-        # float64 stays float64 (tests); anything else runs the SSM in float32
-        sd = torch.float64 if x.dtype == torch.float64 else torch.float32
+        B, _ = check_mixer_input(x, self.d_model)
+        check_state(state, self.state_shapes(B))
+        # the powers of Ab and the long FFT convolution need at least float32
+        sd = compute_dtype(x)
         u = x.to(sd).transpose(1, 2)  # [B, D, T]
         Ab, Bb = self.discretize(sd)
         C = self.C.to(sd)
-        h0 = None if state is None else state["ssm"].to(sd)
+        h0 = None if state is None else state["recurrent"].to(sd)
         if x.shape[1] == 1:
             h = Bb * u[..., 0, None]
             if h0 is not None:
@@ -167,7 +171,7 @@ class LinearStateSpaceLayer(nn.Module):
             y, h = self._convolve(u, Ab, Bb, C, h0)
         y = y + self.D.to(sd)[:, None] * u
         out = self.o_proj(F.gelu(y.transpose(1, 2).to(x.dtype)))
-        return out, {"ssm": h}
+        return out, {"recurrent": h}
 
     @staticmethod
     def _convolve(
@@ -188,6 +192,10 @@ class LinearStateSpaceLayer(nn.Module):
             y = y + torch.einsum("dnl,bdn->bdl", W, h1)
             h = h + (Ab_T @ h0[..., None])[..., 0]
         return y, h
+
+    def state_shapes(self, batch_size: int) -> StateShapes:
+        """The state a call takes and returns (see the class docstring and ``mixer_state``)."""
+        return {"recurrent": shape("B D N", batch_size, self.d_model, self.d_state)}
 
     def state_size(self, seq_len: int) -> int:
         """Scalars per sequence: ``D * N``, independent of ``seq_len``."""

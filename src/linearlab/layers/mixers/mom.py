@@ -12,18 +12,14 @@ import torch
 from torch import nn
 
 from linearlab import ops
-from linearlab.layers.mixers.gated_deltanet import init_mamba2_decay, mamba2_log_decay
-from linearlab.layers.modules import (
-    GatedRMSNorm,
-    ShortConvolution,
-    check_mixer_input,
-    check_positive_int,
-    check_state,
-    compute_dtype,
-    head_dims,
-    l2norm,
-)
+from linearlab.layers.decay import init_mamba2_decay, mamba2_log_decay
+from linearlab.layers.mixer_checks import check_mixer_input, check_positive_int
+from linearlab.layers.mixer_state import StateShapes, check_state, shape
+from linearlab.layers.multihead import head_dims
+from linearlab.layers.norms import GatedRMSNorm, l2norm
+from linearlab.layers.precision import compute_dtype
 from linearlab.layers.registry import register_mixer
+from linearlab.layers.short_conv import ShortConvQKV
 
 
 class Routing(NamedTuple):
@@ -68,7 +64,7 @@ def load_balancing_loss(probs: torch.Tensor, indices: torch.Tensor, num_memories
 
 
 @register_mixer("mom")
-class MixtureOfMemories(nn.Module):
+class MixtureOfMemories(ShortConvQKV):
     """Mixture-of-Memories: a router sends each token to ``topk`` of ``num_memories`` gated-delta-rule memories.
 
     Per token ``x_t`` (Du et al., arXiv 2502.13685), with ``M`` routed memories and one optional
@@ -116,7 +112,8 @@ class MixtureOfMemories(nn.Module):
         ``x: [B, T, D]`` -> ``y: [B, T, D]``. With ``N = M + shared_memory`` memories the state is
         ``{"recurrent": [B, N*H, K, V]`` (memory-major: heads ``m*H .. m*H+H-1`` belong to memory
         ``m``; the shared memory is last), ``"conv_q": [B, H*K, conv_size-1]``, ``"conv_k":
-        [B, N*H*K, conv_size-1]``, ``"conv_v": [B, N*H*V, conv_size-1]}``.
+        [B, N*H*K, conv_size-1]``, ``"conv_v": [B, N*H*V, conv_size-1]}`` (no conv entries when
+        ``use_short_conv=False``); ``"recurrent"`` is float32 (float64 for float64 input).
 
     Example:
         >>> mixer = MixtureOfMemories(64, num_heads=2, num_memories=4, topk=2)
@@ -184,24 +181,24 @@ class MixtureOfMemories(nn.Module):
         self.dt_bias = nn.Parameter(dt_bias)
         self.A_log._no_weight_decay = True  # type: ignore[attr-defined]
         self.dt_bias._no_weight_decay = True  # type: ignore[attr-defined]
-        if use_short_conv:
-            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias)
-            self.k_conv1d = ShortConvolution(N * self.key_dim, conv_size, bias=conv_bias)
-            self.v_conv1d = ShortConvolution(N * self.value_dim, conv_size, bias=conv_bias)
+        self.init_qkv_convs(conv_size, conv_bias)
         self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
         self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
         self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
 
-    @property
-    def state_keys(self) -> tuple[str, ...]:
-        return ("recurrent", "conv_q", "conv_k", "conv_v") if self.use_short_conv else ("recurrent",)
+    def state_shapes(self, batch_size: int) -> StateShapes:
+        """The state a call takes and returns (see the class docstring and ``mixer_state``)."""
+        NH, K, V = self.num_total * self.num_heads, self.head_k_dim, self.head_v_dim
+        return {
+            "recurrent": shape("B N*H K V", batch_size, NH, K, V),
+            **self.qkv_conv_state_shapes(batch_size),
+        }
 
     def state_size(self, seq_len: int) -> int:
         """Scalars in the state per sequence: ``N * H * K * V`` plus conv buffers (constant in ``seq_len``)."""
-        size = self.num_total * self.num_heads * self.head_k_dim * self.head_v_dim
-        if self.use_short_conv:
-            size += sum(c.state_size() for c in (self.q_conv1d, self.k_conv1d, self.v_conv1d))
-        return size
+        return (
+            self.num_total * self.num_heads * self.head_k_dim * self.head_v_dim + self.qkv_conv_state_size()
+        )
 
     def route(self, x: torch.Tensor) -> Routing:
         """Top-k routing of ``x: [B, T, D]`` over the ``M`` routed memories (see :class:`Routing`)."""
@@ -219,15 +216,7 @@ class MixtureOfMemories(nn.Module):
         ``v: [B, T, N*H, V]`` and the new conv states."""
         B, T, _ = x.shape
         N, H = self.num_total, self.num_heads
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        conv_state: dict[str, torch.Tensor] = {}
-        if self.use_short_conv:
-            get = (lambda name: None) if state is None else state.get
-            q, conv_state["conv_q"] = self.q_conv1d(q, get("conv_q"))
-            k, conv_state["conv_k"] = self.k_conv1d(k, get("conv_k"))
-            v, conv_state["conv_v"] = self.v_conv1d(v, get("conv_v"))
-        else:
-            q, k, v = nn.functional.silu(q), nn.functional.silu(k), nn.functional.silu(v)
+        q, k, v, conv_state = self.project_qkv(x, state)
         q = l2norm(q.view(B, T, H, self.head_k_dim))
         k = l2norm(k.view(B, T, N * H, self.head_k_dim))
         return q, k, v.view(B, T, N * H, self.head_v_dim), conv_state
@@ -333,8 +322,7 @@ class MixtureOfMemories(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mix ``x: [B, T, D]``; return ``(y: [B, T, D], state)`` (pass ``state`` back to continue)."""
         B, T = check_mixer_input(x, self.d_model)
-        if state is not None:
-            check_state(state, self.state_keys, B)
+        check_state(state, self.state_shapes(B))
         H = self.num_heads
         routing = self.route(x)
         q, k, v, conv_state = self.qkv(x, state)

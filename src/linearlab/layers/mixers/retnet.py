@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linearlab.layers.mixers._shared_a import (
-    check_choice,
-    check_heads,
-    get_position,
-    merge_heads,
-    position_tensor,
-    simple_gla,
-    split_heads,
-)
-from linearlab.layers.modules import check_mixer_input
+from linearlab import ops
+from linearlab.layers.mixer_checks import check_choice, check_mixer_input
+from linearlab.layers.mixer_state import StateShapes, check_state, get_position, position_tensor, shape
+from linearlab.layers.multihead import check_heads, merge_heads, split_heads
+from linearlab.layers.precision import compute_dtype
 from linearlab.layers.registry import register_mixer
 from linearlab.layers.rotary import RotaryEmbedding, xpos_scale
 
@@ -32,7 +25,9 @@ class MultiScaleRetention(nn.Module):
     ``S_t = gamma_h S_{t-1} + k_t^T v_t``, ``o_t = q_t S_t`` with the fixed per-head decay
     ``gamma_h = 1 - 2^(-5 - h)``, ``k`` scaled by ``(D/H) ** -0.5`` and a relative position code on
     ``q, k`` (RoPE, or xPos = RoPE with an extra exponential scale; the paper's choice).
-    ``y = W_o(swish(x W_G) * GroupNorm_h(o))`` with one norm group per head.
+    ``y = W_o(swish(x W_G) * GroupNorm_h(o))`` with one norm group per head. The retention itself,
+    decay included, is the ``chunk_retention`` op (``fused_recurrent_retention`` for single-token
+    steps).
 
     Args:
         d_model: model width ``D``.
@@ -42,14 +37,13 @@ class MultiScaleRetention(nn.Module):
             the absolute position, so it is opt-in).
         layer_idx, num_layers: position in the model (unused; accepted for the mixer contract).
 
-    State: ``{"S": [B, H, D/H, expand_v * D/H], "pos": []}`` (``pos`` = tokens seen, for the rotary phase).
+    State: ``{"recurrent": [B, H, D/H, expand_v * D/H], "pos": []}`` (``recurrent`` in float32, or
+    float64 for float64 input; ``pos`` = tokens seen, for the rotary phase).
 
     Example:
         >>> mixer = MultiScaleRetention(64, num_heads=4)
         >>> y, state = mixer(torch.randn(2, 10, 64))
     """
-
-    g_gamma: torch.Tensor
 
     def __init__(
         self,
@@ -82,16 +76,14 @@ class MultiScaleRetention(nn.Module):
         self.norm_weight = nn.Parameter(torch.ones(self.value_dim))
         self.norm_bias = nn.Parameter(torch.zeros(self.value_dim))
         self.rotary = RotaryEmbedding(self.head_dim) if position != "none" else None
-        decay = [math.log(1 - 2.0 ** (-5 - h)) for h in range(num_heads)]
-        self.register_buffer("g_gamma", torch.tensor(decay, dtype=torch.float64), persistent=False)
 
     def forward(
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``x: [B, T, D] -> y: [B, T, D]``; ``state`` as returned by the previous call (None at start)."""
-        check_mixer_input(x, self.d_model)
+        B, T = check_mixer_input(x, self.d_model)
+        check_state(state, self.state_shapes(B))
         pos = get_position(state)
-        T = x.shape[1]
         q = split_heads(self.q_proj(x), self.num_heads)
         k = split_heads(self.k_proj(x), self.num_heads)
         v = split_heads(self.v_proj(x), self.num_heads)
@@ -100,18 +92,25 @@ class MultiScaleRetention(nn.Module):
         if self.position == "xpos":
             s = xpos_scale(pos, T, self.head_dim, q.dtype, q.device)[:, None, :]
             q, k = q * s, k / s
-        o, S = simple_gla(
+        op = ops.fused_recurrent_retention if T == 1 else ops.chunk_retention
+        o, S = op(
             q,
             k,
             v,
-            self.g_gamma.to(torch.float32 if x.dtype != torch.float64 else x.dtype),
-            None if state is None else state["S"],
             scale=self.head_dim**-0.5,
+            initial_state=None if state is None else state["recurrent"],
+            output_final_state=True,
         )
-        o = F.layer_norm(o.to(x.dtype), (o.shape[-1],), eps=1e-5)
+        # group-norm statistics in compute_dtype, the affine map and the gate in x's dtype
+        o = F.layer_norm(o.to(compute_dtype(x)), (o.shape[-1],), eps=1e-5).to(x.dtype)
         o = merge_heads(o) * self.norm_weight + self.norm_bias
         y = self.o_proj(F.silu(self.g_proj(x)) * o)
-        return y, {"S": S, "pos": position_tensor(pos + T, x.device)}
+        return y, {"recurrent": S, "pos": position_tensor(pos + T, x.device)}
+
+    def state_shapes(self, batch_size: int) -> StateShapes:
+        """The state a call takes and returns (see the class docstring and ``mixer_state``)."""
+        H, K, V = self.num_heads, self.head_dim, self.value_dim // self.num_heads
+        return {"recurrent": shape("B H K V", batch_size, H, K, V), "pos": shape("")}
 
     def state_size(self, seq_len: int) -> int:
         """Scalars per sequence: ``H * (D/H) * (expand_v * D/H)``, independent of ``seq_len``.

@@ -5,14 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from linearlab.layers.mixers._shared_a import (
-    check_heads,
-    get_position,
-    merge_heads,
-    position_tensor,
-    split_heads,
-)
-from linearlab.layers.modules import check_mixer_input
+from linearlab import ops
+from linearlab.layers.mixer_checks import check_mixer_input
+from linearlab.layers.mixer_state import StateShapes, check_state, get_position, position_tensor, shape
+from linearlab.layers.multihead import check_heads, merge_heads, split_heads
 from linearlab.layers.registry import register_mixer
 from linearlab.layers.rotary import RotaryEmbedding
 
@@ -33,8 +29,9 @@ class SoftmaxAttention(nn.Module):
             Default: None (the ``sliding_window`` mixer defaults to 64).
         layer_idx, num_layers: position in the model (unused; accepted for the mixer contract).
 
-    State (KV cache): ``{"k": [B, P, H, D/H], "v": [B, P, H, D/H], "pos": []}`` with rotated keys;
-    ``P`` = tokens seen (at most ``window_size - 1`` with a window: older ones can never be seen again).
+    State (KV cache): ``{"k": [B, P, H, D/H], "v": [B, P, H, D/H], "pos": []}`` with rotated keys
+    in x's dtype; ``P`` = tokens seen (at most ``window_size - 1`` with a window: older ones can
+    never be seen again).
 
     Example:
         >>> mixer = SoftmaxAttention(64, num_heads=4)
@@ -71,16 +68,14 @@ class SoftmaxAttention(nn.Module):
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``x: [B, T, D] -> y: [B, T, D]``; ``state`` = the KV cache returned by the previous call."""
-        from linearlab.ops import attention, attention_step
-
-        check_mixer_input(x, self.d_model)
+        B, T = check_mixer_input(x, self.d_model)
+        check_state(state, self.state_shapes(B))
         pos = get_position(state)
-        T = x.shape[1]
         q, k, v = (split_heads(t, self.num_heads) for t in self.qkv_proj(x).chunk(3, dim=-1))
         if self.rotary is not None:
             q, k = self.rotary(q, offset=pos), self.rotary(k, offset=pos)
         if state is None:
-            o = attention(q, k, v, causal=True, window_size=self.window_size)
+            o = ops.attention(q, k, v, causal=True, window_size=self.window_size)
             k_all, v_all = k, v
             if self.window_size is not None:
                 # keep what a later query can still see: the last window_size - 1 tokens
@@ -89,11 +84,17 @@ class SoftmaxAttention(nn.Module):
         else:
             # the step op appends k, v to the cache, attends (T == 1 decoding or a chunk of
             # prefill) and trims the cache to the window
-            o, (k_all, v_all) = attention_step(
+            o, (k_all, v_all) = ops.attention_step(
                 q, k, v, cache=(state["k"], state["v"]), window_size=self.window_size
             )
         cache = {"k": k_all, "v": v_all, "pos": position_tensor(pos + T, x.device)}
-        return self.o_proj(merge_heads(o).to(x.dtype)), cache
+        return self.o_proj(merge_heads(o)), cache
+
+    def state_shapes(self, batch_size: int) -> StateShapes:
+        """The state a call takes and returns (see the class docstring and ``mixer_state``)."""
+        H, Dh = self.num_heads, self.head_dim
+        kv = shape("B P H D/H", batch_size, None, H, Dh)
+        return {"k": kv, "v": kv, "pos": shape("")}
 
     def state_size(self, seq_len: int) -> int:
         """Scalars per sequence: ``2 * L * D`` keys and values, ``L = seq_len`` (capped by the window)."""

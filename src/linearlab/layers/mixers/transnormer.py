@@ -7,19 +7,13 @@ import math
 import torch
 from torch import nn
 
+from linearlab import ops
 from linearlab.layers.feature_maps import create_feature_map
-from linearlab.layers.mixers._shared_a import (
-    SimpleRMSNorm,
-    check_choice,
-    check_heads,
-    get_position,
-    linear_attn,
-    merge_heads,
-    position_tensor,
-    simple_gla,
-    split_heads,
-)
-from linearlab.layers.modules import check_mixer_input
+from linearlab.layers.mixer_checks import check_choice, check_mixer_input
+from linearlab.layers.mixer_state import StateShapes, check_state, get_position, position_tensor, shape
+from linearlab.layers.multihead import check_heads, merge_heads, split_heads
+from linearlab.layers.norms import SimpleRMSNorm
+from linearlab.layers.precision import compute_dtype
 from linearlab.layers.registry import register_mixer
 
 
@@ -28,8 +22,6 @@ def block_causal_softmax(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bloc
 
     ``q, k, v: [B, T, H, D]`` with token 0 at a block boundary -> ``o: [B, T, H, D]``.
     """
-    from linearlab.ops import attention
-
     B, T, H, D = q.shape
     n = -(-T // block_size)
     pad = n * block_size - T
@@ -39,7 +31,7 @@ def block_causal_softmax(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bloc
         t = torch.cat([t, t.new_zeros(B, pad, H, t.shape[-1])], dim=1) if pad else t
         return t.reshape(B * n, block_size, H, t.shape[-1])
 
-    o = attention(blocks(q), blocks(k), blocks(v), causal=True)
+    o = ops.attention(blocks(q), blocks(k), blocks(v), causal=True)
     return o.reshape(B, n * block_size, H, -1)[:, :T]
 
 
@@ -67,15 +59,14 @@ class TransNormerAttention(nn.Module):
         block_size: DiagAttention block length. Default: 64.
         layer_idx, num_layers: position in the model (unused; accepted for the mixer contract).
 
-    State: ``{"S": [B, H, D/H, D/H]}`` for ``norm``; for ``diag`` the current block's keys and values
-    ``{"k": [B, P, H, D/H], "v": [B, P, H, D/H], "pos": []}`` with ``P = pos % block_size``.
+    State: ``{"recurrent": [B, H, D/H, D/H]}`` for ``norm`` (float32, or float64 for float64 input);
+    for ``diag`` the current block's keys and values ``{"k": [B, P, H, D/H], "v": [B, P, H, D/H],
+    "pos": []}`` with ``P = pos % block_size``, in x's dtype.
 
     Example:
         >>> mixer = TransNormerAttention(64, attn_type="diag", block_size=16)
         >>> y, state = mixer(torch.randn(2, 40, 64))
     """
-
-    g_gamma: torch.Tensor | None
 
     def __init__(
         self,
@@ -98,6 +89,7 @@ class TransNormerAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = check_heads(d_model, num_heads)
         self.attn_type = attn_type
+        self.decay = decay
         self.block_size = block_size
         self.q_proj = nn.Linear(d_model, d_model, bias=False)
         self.k_proj = nn.Linear(d_model, d_model, bias=False)
@@ -107,14 +99,13 @@ class TransNormerAttention(nn.Module):
             self.q_map = create_feature_map(feature_map, self.head_dim, num_heads)
             self.k_map = create_feature_map(feature_map, self.head_dim, num_heads)
             self.norm = SimpleRMSNorm()
-            g = None if decay is None else torch.full((num_heads,), math.log(decay), dtype=torch.float64)
-            self.register_buffer("g_gamma", g, persistent=False)
 
     def forward(
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``x: [B, T, D] -> y: [B, T, D]``; ``state`` as returned by the previous call (None at start)."""
-        check_mixer_input(x, self.d_model)
+        B, _ = check_mixer_input(x, self.d_model)
+        check_state(state, self.state_shapes(B))
         q = split_heads(self.q_proj(x), self.num_heads)
         k = split_heads(self.k_proj(x), self.num_heads)
         v = split_heads(self.v_proj(x), self.num_heads)
@@ -122,20 +113,29 @@ class TransNormerAttention(nn.Module):
             o, new_state = self._norm_attention(q, k, v, state)
         else:
             o, new_state = self._diag_attention(q, k, v, state)
-        return self.o_proj(o.to(x.dtype)), new_state
+        return self.o_proj(o), new_state
 
     def _norm_attention(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: dict[str, torch.Tensor] | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         q, k = self.q_map(q), self.k_map(k)
-        S0 = None if state is None else state["S"]
-        # no 1/sqrt(d) scale: the output norm removes any global scale anyway
-        if self.g_gamma is None:
-            o, S = linear_attn(q, k, v, S0, normalize=False, scale=1.0)
+        step = q.shape[1] == 1
+        kwargs = {
+            "scale": 1.0,  # no 1/sqrt(d) scale: the output norm removes any global scale anyway
+            "initial_state": None if state is None else state["recurrent"],
+            "output_final_state": True,
+        }
+        if self.decay is None:
+            op = ops.fused_recurrent_linear_attn if step else ops.chunk_linear_attn
+            o, S = op(q, k, v, **kwargs)
         else:
-            g = self.g_gamma.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
-            o, S = simple_gla(q, k, v, g, S0, scale=1.0)
-        return self.norm(merge_heads(o)), {"S": S}
+            # one constant log decay for every head, built like the ops build RetNet's
+            g_gamma = torch.full(
+                (self.num_heads,), math.log(self.decay), dtype=compute_dtype(q), device=q.device
+            )
+            op = ops.fused_recurrent_simple_gla if step else ops.chunk_simple_gla
+            o, S = op(q, k, v, g_gamma=g_gamma, **kwargs)
+        return self.norm(merge_heads(o)), {"recurrent": S}
 
     def _diag_attention(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: dict[str, torch.Tensor] | None
@@ -155,6 +155,14 @@ class TransNormerAttention(nn.Module):
             "pos": position_tensor(pos + T, q.device),
         }
         return merge_heads(o), new_state
+
+    def state_shapes(self, batch_size: int) -> StateShapes:
+        """The state a call takes and returns (see the class docstring and ``mixer_state``)."""
+        H, Dh = self.num_heads, self.head_dim
+        if self.attn_type == "norm":
+            return {"recurrent": shape("B H D/H D/H", batch_size, H, Dh, Dh)}
+        kv = shape("B P H D/H", batch_size, None, H, Dh)
+        return {"k": kv, "v": kv, "pos": shape("")}
 
     def state_size(self, seq_len: int) -> int:
         """Scalars per sequence: ``H (D/H)^2`` for ``norm``; for ``diag`` the largest block cache,
