@@ -77,9 +77,13 @@ def _run_parser(recipe) -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="run directory (default runs/<recipe>/<run-id>)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     for flag in recipe.flags:
-        parser.add_argument(
-            flag.flag, dest=f"flag_{flag.field}", default=None, help=flag.help or f"sets {flag.field}"
-        )
+        help_text = flag.help or f"sets {flag.field}"
+        if flag.switch:  # a bare flag for a boolean field
+            parser.add_argument(
+                flag.flag, dest=f"flag_{flag.field}", action="store_const", const="true", help=help_text
+            )
+        else:
+            parser.add_argument(flag.flag, dest=f"flag_{flag.field}", default=None, help=help_text)
     return parser
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from linearlab.models.forecast import (
+    FORECASTERS,
     SWIFT,
     DLinear,
     FourierForecaster,
@@ -22,6 +23,7 @@ from linearlab.models.forecast import (
     list_forecasters,
     moving_average,
 )
+from linearlab.registry import Registry, UnknownNameError
 
 SMALL = {"mixlinear": {"lpf": 2}, "swift": {"dropout": 0.0}}
 
@@ -252,7 +254,7 @@ def test_fourier_forecaster_learns():
         (lambda: FourierForecaster(48, 24, 1, value_range=0), "value_range: expected > 0, got 0"),
         (
             lambda: create_forecaster("patchtst", 48, 24, 1),
-            "name: unknown forecaster 'patchtst'; choose from repeat",
+            "models: unknown forecaster 'patchtst'; choose from: dlinear, fourier, linear, mixlinear",
         ),
     ],
 )
@@ -265,3 +267,13 @@ def test_bad_input_shape_is_rejected():
     model = NLinear(48, 24, 3)
     with pytest.raises(ValueError, match=r"x: expected \[B, L=48, C=3\], got shape \(2, 47, 3\)"):
         model(torch.randn(2, 47, 3))
+
+
+def test_forecasters_are_one_registry():
+    assert isinstance(FORECASTERS, Registry)
+    assert list_forecasters() == ["dlinear", "fourier", "linear", "mixlinear", "nlinear", "repeat", "swift"]
+    assert FORECASTERS.get("dlinear") is DLinear and FORECASTERS.get("fourier") is FourierForecaster
+    assert type(create_forecaster("nlinear", 48, 24, 2)) is NLinear
+    with pytest.raises(UnknownNameError) as info:  # also a KeyError and a ValueError
+        create_forecaster("patchtst", 48, 24, 1)
+    assert isinstance(info.value, KeyError) and info.value.known == list_forecasters()

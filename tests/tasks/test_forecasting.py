@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from linearlab.tasks.forecasting import (
+    EpochBatches,
     Windows,
     evaluate,
     legacy_window_count,
@@ -103,6 +105,51 @@ def test_windows_content_and_batches():
     assert sizes == [4]
     with pytest.raises(ValueError, match="batch_size: expected a positive integer, got 0"):
         next(windows.batches(0))
+
+
+def _epochs_of_batches(windows: Windows, batch_size: int, seed: int, epochs: int) -> list[torch.Tensor]:
+    """The reference loop's batches: ``windows.batches`` once per epoch with one persistent generator."""
+    generator = torch.Generator().manual_seed(seed)
+    drop_last = len(windows) >= batch_size
+    return [
+        x
+        for _ in range(epochs)
+        for x, _ in windows.batches(batch_size, shuffle=True, drop_last=drop_last, generator=generator)
+    ]
+
+
+@pytest.mark.parametrize(("n_rows", "batch_size"), [(30, 4), (30, 5), (12, 16)])
+def test_epoch_batches_are_the_reference_loops_batches(n_rows, batch_size):
+    # 30 rows, L=3, H=2: 26 windows -> 6 batches of 4 (the ragged 2 dropped) or 5 of 5;
+    # 12 rows: 8 windows, fewer than a batch -> one short batch per epoch.
+    windows = Windows(torch.arange(float(n_rows))[:, None], lookback=3, horizon=2)
+    source = EpochBatches(windows, batch_size, seed=7)
+    expected = _epochs_of_batches(windows, batch_size, seed=7, epochs=3)
+    assert source.steps_per_epoch * 3 == len(expected)
+    for step, want in enumerate(expected):
+        x, y = source(step)
+        torch.testing.assert_close(x, want, rtol=0, atol=0)
+        assert y.shape == (x.shape[0], 2, 1)
+
+
+def test_epoch_batches_resume_from_a_json_state_mid_epoch():
+    windows = Windows(torch.arange(40.0)[:, None], lookback=3, horizon=2)  # 36 windows, 4 batches of 8
+    source = EpochBatches(windows, 8, seed=3)
+    for step in range(6):  # into the second epoch
+        source(step)
+    state = json.loads(json.dumps(source.state_dict()))  # stored in the checkpoint's JSON metadata
+    rest = [source(step)[0] for step in range(6, 13)]
+    resumed = EpochBatches(windows, 8, seed=999)  # the seed is overridden by the state
+    resumed.load_state_dict(state)
+    for step, want in zip(range(6, 13), rest):
+        torch.testing.assert_close(resumed(step)[0], want, rtol=0, atol=0)
+    fresh = EpochBatches(windows, 8, seed=3)
+    fresh.load_state_dict(json.loads(json.dumps(EpochBatches(windows, 8, seed=3).state_dict())))
+    torch.testing.assert_close(fresh(0)[0], EpochBatches(windows, 8, seed=3)(0)[0], rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="steps must come in order"):
+        fresh(20)
+    with pytest.raises(ValueError, match="batch_size: expected a positive integer, got 0"):
+        EpochBatches(windows, 0, seed=0)
 
 
 def test_legacy_drop_last_evaluates_only_whole_batches_of_32():

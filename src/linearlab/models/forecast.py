@@ -25,13 +25,17 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from linearlab.layers.heads.fourier import FourierHead
+from linearlab.registry import Registry
+
+#: Forecaster classes by name (each class registers itself below); unknown names raise
+#: ``UnknownNameError`` listing the known ones.
+FORECASTERS: Registry[type[Forecaster]] = Registry("forecaster", argument="models")
 
 
 def _check_positive(**values: int) -> None:
@@ -106,6 +110,7 @@ class _TimeLinear(nn.Module):
         return x @ self.weight.T + self.bias
 
 
+@FORECASTERS.register("repeat")
 class Repeat(Forecaster):
     """The last observed value repeated H times; no parameters (LTSF-Linear's "Repeat")."""
 
@@ -114,6 +119,7 @@ class Repeat(Forecaster):
         return x[:, -1:, :].expand(-1, self.horizon, -1)
 
 
+@FORECASTERS.register("linear")
 class Linear(Forecaster):
     """LTSF-Linear "Linear": ``y_c = W x_c + b`` along time (Zeng et al., AAAI 2023).
 
@@ -132,6 +138,7 @@ class Linear(Forecaster):
         return self.map(x.transpose(1, 2)).transpose(1, 2)
 
 
+@FORECASTERS.register("nlinear")
 class NLinear(Linear):
     """LTSF-Linear "NLinear": subtract the last value, map linearly, add it back.
 
@@ -155,6 +162,7 @@ def moving_average(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
     return F.avg_pool1d(padded.transpose(1, 2), kernel_size, stride=1).transpose(1, 2)
 
 
+@FORECASTERS.register("dlinear")
 class DLinear(Forecaster):
     """LTSF-Linear "DLinear": trend = 25-step moving average, seasonal = rest, one linear map each.
 
@@ -213,6 +221,7 @@ def _back_to_channels(y: torch.Tensor, batch: int) -> torch.Tensor:
     return y.reshape(batch, -1, y.shape[-1]).transpose(1, 2)
 
 
+@FORECASTERS.register("mixlinear")
 class MixLinear(Forecaster):
     """MixLinear (Ma, Luo, Sha, ICLR 2026): a time branch and a low-rank frequency branch on segments.
 
@@ -315,6 +324,7 @@ def haar_inverse(approx: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
     return torch.stack([even, odd], dim=-1).flatten(-2)
 
 
+@FORECASTERS.register("swift")
 class SWIFT(Forecaster):
     """SWIFT-Linear (Xie & Cao, arXiv 2501.16178): Haar wavelet, band mixing, one shared linear map.
 
@@ -359,6 +369,7 @@ class SWIFT(Forecaster):
         return _back_to_channels(y, x.shape[0])
 
 
+@FORECASTERS.register("fourier")
 class FourierForecaster(Forecaster):
     """Probabilistic forecaster: a per-step distribution over value bins from a :class:`FourierHead`.
 
@@ -430,24 +441,15 @@ class FourierForecaster(Forecaster):
         return nll + self.head.regularization_loss
 
 
-FORECASTERS: dict[str, Callable[..., Forecaster]] = {
-    "repeat": Repeat,
-    "linear": Linear,
-    "nlinear": NLinear,
-    "dlinear": DLinear,
-    "mixlinear": MixLinear,
-    "swift": SWIFT,
-    "fourier": FourierForecaster,
-}
-
-
 def list_forecasters() -> list[str]:
-    """Names accepted by :func:`create_forecaster`."""
-    return list(FORECASTERS)
+    """Names accepted by :func:`create_forecaster`, sorted."""
+    return FORECASTERS.names()
 
 
 def create_forecaster(name: str, lookback: int, horizon: int, n_channels: int, **kwargs) -> Forecaster:
-    """Build a forecaster by name (see :data:`FORECASTERS`); extra keyword arguments go to its class."""
-    if name not in FORECASTERS:
-        raise ValueError(f"name: unknown forecaster {name!r}; choose from {', '.join(FORECASTERS)}")
-    return FORECASTERS[name](lookback, horizon, n_channels, **kwargs)
+    """Build a forecaster by name (see :data:`FORECASTERS`); extra keyword arguments go to its class.
+
+    Raises:
+        UnknownNameError (a ValueError and a KeyError) naming the known forecasters.
+    """
+    return FORECASTERS.create(name, lookback, horizon, n_channels, **kwargs)

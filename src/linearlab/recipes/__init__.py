@@ -38,11 +38,15 @@ from linearlab.runs import RunDir
 
 @dataclass(frozen=True)
 class Flag:
-    """A shortcut command-line flag that sets one config field: ``--mixers a,b`` == ``--set mixers=a,b``."""
+    """A shortcut command-line flag that sets one config field: ``--mixers a,b`` == ``--set mixers=a,b``.
+
+    ``switch=True`` makes a bare flag for a boolean field: ``--legacy-drop-last`` == ``--set legacy_drop_last=true``.
+    """
 
     flag: str
     field: str
     help: str = ""
+    switch: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,18 @@ class Recipe:
                 f"--preset: unknown preset {preset!r} for {self.name}; choose from: {', '.join(self.presets)}"
             )
         config = self.presets[preset]()
-        sets = [f"{name}={value}" for name, value in (flag_values or {}).items() if value is not None]
-        config = apply_overrides(config, [*sets, *overrides])
+        by_field = {f.field: f.flag for f in self.flags}
+        for name, value in (flag_values or {}).items():
+            if value is None:
+                continue
+            try:
+                config = apply_overrides(config, [f"{name}={value}"])
+            except ValueError as err:
+                # name the flag the user typed, not the --set it stands for
+                raise ValueError(
+                    str(err).replace(f"--set {name}={value}", f"{by_field.get(name, name)} {value}")
+                ) from None
+        config = apply_overrides(config, list(overrides))
         if self.check is not None:
             self.check(config)
         return config

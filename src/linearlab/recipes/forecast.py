@@ -1,48 +1,49 @@
 """Recipe ``forecast``: linear forecasters on the ETT / LTSF protocol, next to the papers' tables.
 
 ``linearlab run forecast [--data PATH] [--models repeat,dlinear,...] [--horizons 96,192,...]
-[--lookback L] [--legacy-drop-last] [--out DIR]`` trains each model for each horizon (Adam, early
-stopping on validation MSE, fixed seed, the papers' hyper-parameters), prints a table of MSE, MAE,
-parameter count and training seconds next to the published numbers when the data set is ETTh1,
-and writes into the run directory:
+[--lookback L] [--set legacy_drop_last=true] [--out DIR]`` trains each model for each horizon
+(Adam, early stopping on validation MSE, fixed seed, the papers' hyper-parameters) through the one
+training loop, prints a table of MSE, MAE, parameter count and training seconds next to the
+published numbers when the data set is ETTh1, and writes into the run directory:
 
 * ``summary.json``: ``{"<model>": {"<horizon>": {"mse", "mae", "params", "train_seconds"}}}``
-  (metrics under the protocol chosen by ``--legacy-drop-last``; the CLI adds ``wall_seconds``);
+  (metrics under the protocol chosen by ``legacy_drop_last``; the CLI adds ``wall_seconds``);
 * ``details.json``: both protocols' test metrics, validation MSE, epochs, settings, data borders;
-* ``metrics.jsonl``: one line per epoch; ``forecast_H<h>.png``: forecasts against the truth.
+* ``metrics.jsonl``: one line per epoch and one result line per (model, horizon);
+  ``forecast_H<h>_L<l>.png``: forecasts against the truth;
+* ``<model>_H<h>/``: that training's checkpoint and per-step log, so ``--resume`` continues an
+  interrupted run (finished trainings are not repeated).
 
 With no ``--data`` it runs on the embedded synthetic series. ``--lookback`` forces one L for every
-model; by default LTSF-Linear models use 336 and MixLinear / SWIFT 720, as in their papers.
-Overridable settings (``--set``): ``seed``, ``max_epochs`` (caps every model's epochs),
-``plot_windows``, ``synthetic_rows``, ``synthetic_channels``, ``individual``, ``linear_init``
-(``auto``, ``default`` or ``average``), ``lr`` and ``batch_size`` (0 keeps each model's own).
+model; by default (0) LTSF-Linear models use 336 and MixLinear / SWIFT 720, as in their papers.
+Every field of :class:`ForecastConfig` can be set with ``--set name=value``.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from linearlab.config import apply_overrides, to_dict
-from linearlab.models.forecast import LINEAR_INITS, Forecaster, create_forecaster, list_forecasters
-from linearlab.recipes import Recipe
+from linearlab.models.forecast import FORECASTERS, LINEAR_INITS, Forecaster, create_forecaster
+from linearlab.recipes import Flag, Recipe
 from linearlab.runs import RunDir
 from linearlab.tasks.forecasting import (
+    EpochBatches,
     ForecastData,
+    Series,
     evaluate,
     load_csv,
     prepare,
     rounded,
     synthetic_series,
 )
+from linearlab.train import TrainConfig, train
 
 DEFAULT_MODELS = ("repeat", "linear", "nlinear", "dlinear", "mixlinear", "swift", "fourier")
 DEFAULT_HORIZONS = (96, 192, 336, 720)
@@ -79,8 +80,15 @@ SWIFT_ETTH1 = {96: (0.02, 256), 192: (0.03, 256), 336: (0.01, 128), 720: (0.03, 
 
 @dataclass
 class ForecastConfig:
-    """Settings not exposed as flags (change with ``--set key=value``)."""
+    """Everything ``linearlab run forecast`` does; set a field with ``--set name=value`` (or its flag)."""
 
+    data: str = ""  # CSV with a date column; empty: the embedded synthetic series
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    horizons: list[int] = field(default_factory=lambda: list(DEFAULT_HORIZONS))
+    lookback: int = 0  # 0: each model's paper L (336; MixLinear and SWIFT 720)
+    # score only the whole test batches of 32, as the published (buggy) test loader did: use it to
+    # compare with the papers' tables; both protocols' numbers are in details.json either way
+    legacy_drop_last: bool = False
     seed: int = 2021  # LTSF-Linear's fix_seed
     max_epochs: int = 0  # 0 = each model's own epoch budget
     plot_windows: int = 3
@@ -92,6 +100,48 @@ class ForecastConfig:
     linear_init: str = "auto"
     lr: float = 0.0  # 0 = each model's published learning rate
     batch_size: int = 0  # 0 = each model's published training batch size
+
+    def __post_init__(self) -> None:
+        # names (models) and the data file are checked by `check`, which needs the registry and disk
+        if not self.models:
+            raise ValueError("models: give at least one forecaster")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"models: each model once, got {self.models}")
+        if not self.horizons or any(h < 1 for h in self.horizons):
+            raise ValueError(f"horizons: expected positive integers, got {self.horizons}")
+        if len(set(self.horizons)) != len(self.horizons):
+            raise ValueError(f"horizons: each horizon once, got {self.horizons}")
+        if self.lookback < 0:
+            raise ValueError(
+                f"lookback: expected 0 (each paper's) or a positive integer, got {self.lookback}"
+            )
+        if self.linear_init not in ("auto", *LINEAR_INITS):
+            raise ValueError(
+                f"linear_init: expected one of {('auto', *LINEAR_INITS)}, got {self.linear_init!r}"
+            )
+        if self.lr < 0 or not math.isfinite(self.lr):
+            raise ValueError(f"lr: expected 0 (the paper's) or a positive finite rate, got {self.lr}")
+        if self.batch_size < 0:
+            raise ValueError(
+                f"batch_size: expected 0 (the paper's) or a positive size, got {self.batch_size}"
+            )
+        if self.max_epochs < 0:
+            raise ValueError(
+                f"max_epochs: expected 0 (each model's) or a positive count, got {self.max_epochs}"
+            )
+        if self.plot_windows < 1:
+            raise ValueError(f"plot_windows: expected a positive count, got {self.plot_windows}")
+        if self.synthetic_rows < 10:
+            raise ValueError(f"synthetic_rows: expected at least 10 rows, got {self.synthetic_rows}")
+        if self.synthetic_channels < 1:
+            raise ValueError(
+                f"synthetic_channels: expected at least 1 channel, got {self.synthetic_channels}"
+            )
+
+
+def _smoke() -> ForecastConfig:
+    """Seconds on one core: 1200 x 2 synthetic rows, H=24, L=48, two epochs per model."""
+    return ForecastConfig(horizons=[24], lookback=48, max_epochs=2, synthetic_rows=1200, synthetic_channels=2)
 
 
 @dataclass
@@ -143,117 +193,138 @@ def learning_rate(base: float, epoch: int, lradj: str) -> float:
     raise ValueError(f"lradj: expected 'type1' or 'type3', got {lradj!r}")
 
 
-def train_forecaster(
+def _settings(cfg: ForecastConfig, name: str, horizon: int) -> TrainSettings:
+    """The paper's settings for ``name`` at ``horizon`` with the config's overrides applied."""
+    st = settings_for(name, horizon, cfg.lookback or None)
+    if cfg.max_epochs:
+        st.epochs = min(st.epochs, cfg.max_epochs)
+    if name in ("linear", "nlinear", "dlinear"):
+        if cfg.individual:
+            st.model_kwargs["individual"] = True
+        if cfg.linear_init != "auto":
+            st.model_kwargs["init"] = cfg.linear_init
+    if cfg.lr:
+        st.lr = cfg.lr
+    if cfg.batch_size:
+        st.batch_size = cfg.batch_size
+    return st
+
+
+def _series(cfg: ForecastConfig) -> Series:
+    if cfg.data:
+        return load_csv(cfg.data)
+    return synthetic_series(cfg.synthetic_rows, cfg.synthetic_channels, seed=cfg.seed)
+
+
+def check(cfg: ForecastConfig) -> None:
+    """Fail before anything is written: unknown models, a missing or malformed data file, a series
+    too short for a (lookback, horizon), or a model that cannot be built at that (L, H)."""
+    FORECASTERS.check(cfg.models)
+    series = _series(cfg)  # the real loader: its errors name the file, column and row
+    prepared: set[tuple[int, int]] = set()
+    with torch.random.fork_rng(devices=[]):  # building the models must not move the global RNG
+        for horizon in cfg.horizons:
+            for name in cfg.models:
+                st = _settings(cfg, name, horizon)
+                if (st.lookback, horizon) not in prepared:
+                    prepare(series, st.lookback, horizon)
+                    prepared.add((st.lookback, horizon))
+                try:
+                    create_forecaster(name, st.lookback, horizon, series.values.shape[1], **st.model_kwargs)
+                except ValueError as err:
+                    raise ValueError(
+                        f"models: {name} at horizon {horizon}, lookback {st.lookback}: {err}"
+                    ) from None
+
+
+def _loss(
+    model: Forecaster, batch: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, float]]:
+    x, y = batch
+    return model.loss(x, y), {}
+
+
+def fit(
     model: Forecaster,
     data: ForecastData,
     settings: TrainSettings,
     seed: int,
-    log: Any = None,
+    folder: RunDir | None = None,
     progress: bool = False,
+    desc: str = "train",
 ) -> dict[str, Any]:
-    """Adam on ``model.loss`` with early stopping on validation MSE; restores the best epoch.
+    """Adam on ``model.loss`` with early stopping on validation MSE, through ``linearlab.train.train``.
 
-    Returns ``{"epochs": run, "best_epoch": e, "val_mse": best}``; parameter-free models return
-    at once. ``log(record)`` (optional) receives one dict per epoch.
+    One epoch is ``steps_per_epoch`` steps of :class:`EpochBatches`; the learning rate follows
+    ``settings.lradj`` per epoch; validation MSE is evaluated after every epoch, training stops after
+    ``settings.patience`` epochs without improvement, and the best epoch's weights are restored.
+    With a ``folder`` the training checkpoints every epoch and resumes from it (a finished training
+    only restores its best weights). Call it right after building the model under
+    ``torch.manual_seed(seed)``, as the reference code does.
+
+    Returns ``{"epochs": run, "best_epoch": e, "val_mse": best}`` (0-based ``best_epoch``);
+    parameter-free models are not trained (``{"epochs": 0, "best_epoch": None, ...}``).
     """
     if not any(p.requires_grad for p in model.parameters()):
         model.eval()
         return {"epochs": 0, "best_epoch": None, "val_mse": evaluate(model, data.val)["mse"]}
-    from tqdm.auto import tqdm
-
-    generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    # The reference loaders drop the ragged last training batch; keep it when there is only one.
-    drop_last = len(data.train) >= settings.batch_size
-    best, best_state, best_epoch, bad = math.inf, None, 0, 0
-    epochs_run = 0
-    for epoch in range(settings.epochs):
-        for group in optimiser.param_groups:
-            group["lr"] = learning_rate(settings.lr, epoch, settings.lradj)
-        model.train()
-        total, steps = 0.0, 0
-        batches = data.train.batches(
-            settings.batch_size, shuffle=True, drop_last=drop_last, generator=generator
-        )
-        n_batches = len(data.train) // settings.batch_size if drop_last else 1
-        for x, y in tqdm(batches, total=n_batches, leave=False, disable=not progress, desc=f"epoch {epoch}"):
-            loss = model.loss(x, y)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total, steps = total + float(loss.detach()), steps + 1
-        model.eval()
-        val = evaluate(model, data.val)["mse"]
-        epochs_run = epoch + 1
-        if log is not None:
-            log(
-                {
-                    "epoch": epoch,
-                    "lr": optimiser.param_groups[0]["lr"],
-                    "train_loss": total / max(steps, 1),
-                    "val_mse": val,
-                }
-            )
-        if val < best:
-            best, best_state, best_epoch, bad = val, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            bad += 1
-            if bad >= settings.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    batches = EpochBatches(data.train, settings.batch_size, seed)
+    per_epoch = batches.steps_per_epoch
+    cfg = TrainConfig(
+        steps=settings.epochs * per_epoch,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        # Adam: AdamW without weight decay, no warm-up, no clipping (the reference code)
+        optimizer="adamw",
+        weight_decay=0.0,
+        betas=(0.9, 0.999),
+        warmup_steps=0,
+        grad_clip=0.0,
+        schedule="constant",
+        monitor="val_mse",
+        patience=settings.patience,
+        eval_every=per_epoch,
+        log_every=per_epoch,  # one record per epoch: its mean training loss
+        checkpoint_every=per_epoch,
+        # the global RNG was seeded before the model was built, as in the reference code, so
+        # dropout (SWIFT) draws continue from where initialisation stopped: do not reseed
+        seed=None,
+        progress=progress,
+    )
+    result = train(
+        model,
+        batches,
+        _loss,
+        cfg,
+        run_dir=folder,
+        eval_fn=lambda m: {"val_mse": evaluate(m, data.val)["mse"]},
+        resume=folder is not None,
+        desc=desc,
+        lr_fn=lambda step: learning_rate(settings.lr, step // per_epoch, settings.lradj),
+    )
     model.eval()
-    return {"epochs": epochs_run, "best_epoch": best_epoch, "val_mse": best}
+    best_epoch = None if result.best_step is None else result.best_step // per_epoch - 1
+    return {"epochs": result.steps // per_epoch, "best_epoch": best_epoch, "val_mse": result.best_metric}
 
 
-def _parse_list(text: str, flag: str, cast: type) -> list:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise ValueError(f"{flag}: expected a comma-separated list, got {text!r}")
-    try:
-        return [cast(t) for t in items]
-    except ValueError as err:
-        raise ValueError(f"{flag}: cannot parse {text!r} as a list of {cast.__name__}") from err
+def _epoch_records(folder: RunDir, epochs: int) -> list[dict[str, Any]]:
+    """Per-epoch ``{"epoch", "lr", "train_loss", "val_mse"}`` from the training's own log.
 
-
-def _check_args(args: argparse.Namespace) -> tuple[list[str], list[int]]:
-    models = _parse_list(args.models, "--models", str)
-    unknown = [m for m in models if m not in list_forecasters()]
-    if unknown:
-        raise ValueError(f"--models: unknown {unknown}; choose from {', '.join(list_forecasters())}")
-    horizons = _parse_list(args.horizons, "--horizons", int)
-    if any(h < 1 for h in horizons):
-        raise ValueError(f"--horizons: expected positive integers, got {horizons}")
-    if args.lookback is not None and args.lookback < 1:
-        raise ValueError(f"--lookback: expected a positive integer, got {args.lookback}")
-    return models, horizons
-
-
-def _check_config(cfg: ForecastConfig) -> None:
-    if cfg.linear_init not in ("auto", *LINEAR_INITS):
-        raise ValueError(
-            f"--set linear_init: expected one of {('auto', *LINEAR_INITS)}, got {cfg.linear_init!r}"
-        )
-    if cfg.lr < 0 or not math.isfinite(cfg.lr):
-        raise ValueError(f"--set lr: expected 0 (the paper's) or a positive finite rate, got {cfg.lr}")
-    if cfg.batch_size < 0:
-        raise ValueError(
-            f"--set batch_size: expected 0 (the paper's) or a positive size, got {cfg.batch_size}"
-        )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default=None, help="CSV with a date column (default: synthetic series)")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
-    parser.add_argument("--horizons", default=None, help="comma-separated horizons (default 96,192,336,720)")
-    parser.add_argument(
-        "--lookback", type=int, default=None, help="one L for all models (default: per paper)"
-    )
-    parser.add_argument(
-        "--legacy-drop-last",
-        action="store_true",
-        help="drop the last partial test batch of 32 (the published protocol, for the papers' tables)",
-    )
+    The loop logged the epoch's mean loss and then its evaluation at the epoch's last step; a
+    resumed training may have logged a step twice, the later record wins.
+    """
+    train_log: dict[int, dict[str, Any]] = {}
+    val_log: dict[int, float] = {}
+    for record in folder.read_metrics():
+        if "loss" in record:
+            train_log[record["step"]] = record
+        if "eval/val_mse" in record:
+            val_log[record["step"]] = record["eval/val_mse"]
+    ends = sorted(train_log)[:epochs]  # the last step of each epoch, in order
+    return [
+        {"epoch": e, "lr": train_log[s]["lr"], "train_loss": train_log[s]["loss"], "val_mse": val_log[s]}
+        for e, s in enumerate(ends)
+    ]
 
 
 def _plot(run_dir: RunDir, data: ForecastData, predictions: dict[str, Forecaster], n_windows: int) -> None:
@@ -285,37 +356,50 @@ def _plot(run_dir: RunDir, data: ForecastData, predictions: dict[str, Forecaster
     run_dir.save_figure(f"forecast_H{data.horizon}_L{data.lookback}.png", fig)
 
 
-def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
-    """Train and evaluate every (model, horizon); returns the ``summary.json`` dict."""
-    cfg = apply_overrides(ForecastConfig(), args.set)
-    _check_config(cfg)
-    if args.horizons is None:
-        args.horizons = "24" if args.smoke else ",".join(map(str, DEFAULT_HORIZONS))
-    models, horizons = _check_args(args)
-    lookback = args.lookback if args.lookback is not None else (48 if args.smoke else None)
-    if args.data is not None:
-        series = load_csv(args.data)
-    else:
-        rows, chans = (1200, 2) if args.smoke else (cfg.synthetic_rows, cfg.synthetic_channels)
-        series = synthetic_series(rows, chans, seed=cfg.seed)
-    max_epochs = 2 if args.smoke else cfg.max_epochs
-    progress = sys.stderr.isatty() and not args.smoke
-    run_dir.write_config(
-        {
-            "recipe": "forecast",
-            "data": series.source
-            if args.data
-            else f"synthetic({series.values.shape[0]}x{series.values.shape[1]})",
-            "models": models,
-            "horizons": horizons,
-            "lookback": lookback,
-            "legacy_drop_last": args.legacy_drop_last,
-            "smoke": args.smoke,
-            "config": to_dict(cfg),
-        }
-    )
+def _train_job(
+    model: Forecaster,
+    data: ForecastData,
+    settings: TrainSettings,
+    seed: int,
+    run_dir: RunDir,
+    job: str,
+    progress: bool,
+) -> tuple[dict[str, Any], float, list[dict[str, Any]]]:
+    """:func:`fit` in the sub-folder ``run_dir/job`` (checkpoint, per-step log, ``result.json``).
 
-    summary: dict[str, Any] = {m: {} for m in models}
+    Returns the fit summary, the training seconds and the per-epoch records. A training finished by
+    an earlier, interrupted call is not repeated: its best weights are reloaded and the seconds it
+    took are read back from ``result.json``. Parameter-free models get no sub-folder.
+    """
+    if not any(p.requires_grad for p in model.parameters()):
+        start = time.perf_counter()
+        result = fit(model, data, settings, seed)
+        return result, time.perf_counter() - start, []
+    folder = RunDir.create("forecast", run_dir.path / job)
+    done = folder.file("result.json")
+    previous = json.loads(done.read_text(encoding="utf-8")) if done.exists() else None
+    start = time.perf_counter()
+    result = fit(model, data, settings, seed, folder=folder, progress=progress, desc=job)
+    seconds = previous["train_seconds"] if previous else time.perf_counter() - start
+    if previous is None:
+        folder.write_text("result.json", json.dumps({"train_seconds": seconds}) + "\n")
+    return result, seconds, _epoch_records(folder, result["epochs"])
+
+
+def run(cfg: ForecastConfig, run_dir: RunDir) -> dict[str, Any]:
+    """Train and evaluate every (model, horizon); returns the ``summary.json`` dict."""
+    series = _series(cfg)
+    progress = sys.stderr.isatty()
+    # a resumed run does not log again what the interrupted one already logged
+    logged = {(r.get("model"), r.get("horizon"), r.get("epoch", "result")) for r in run_dir.read_metrics()}
+
+    def log(record: dict[str, Any]) -> None:
+        key = (record["model"], record["horizon"], record.get("epoch", "result"))
+        if key not in logged:
+            run_dir.log_metrics(record)
+            logged.add(key)
+
+    summary: dict[str, Any] = {m: {} for m in cfg.models}
     details: dict[str, Any] = {
         "data": {
             "name": series.name,
@@ -324,41 +408,29 @@ def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
             "channels": series.columns,
             "split": series.kind,
         },
-        "legacy_drop_last": args.legacy_drop_last,
-        "results": {m: {} for m in models},
+        "legacy_drop_last": cfg.legacy_drop_last,
+        "results": {m: {} for m in cfg.models},
     }
     datasets: dict[tuple[int, int], ForecastData] = {}
-    for horizon in horizons:
+    for horizon in cfg.horizons:
         trained: dict[str, Forecaster] = {}
-        for name in models:
-            st = settings_for(name, horizon, lookback)
-            if max_epochs:
-                st.epochs = min(st.epochs, max_epochs)
+        for name in cfg.models:
+            st = _settings(cfg, name, horizon)
             key = (st.lookback, horizon)
             if key not in datasets:
                 datasets[key] = prepare(series, st.lookback, horizon)
             data = datasets[key]
-            if name in ("linear", "nlinear", "dlinear"):
-                if cfg.individual:
-                    st.model_kwargs["individual"] = True
-                if cfg.linear_init != "auto":
-                    st.model_kwargs["init"] = cfg.linear_init
-            if cfg.lr:
-                st.lr = cfg.lr
-            if cfg.batch_size:
-                st.batch_size = cfg.batch_size
             torch.manual_seed(cfg.seed)
             model = create_forecaster(name, st.lookback, horizon, data.n_channels, **st.model_kwargs)
+            result, seconds, epochs = _train_job(
+                model, data, st, cfg.seed, run_dir, f"{name}_H{horizon}", progress
+            )
+            for record in epochs:
+                log({"model": name, "horizon": horizon, **record})
 
-            def log(record: dict[str, Any], name: str = name, horizon: int = horizon) -> None:
-                run_dir.log_metrics({"model": name, "horizon": horizon, **record})
-
-            start = time.perf_counter()
-            fit = train_forecaster(model, data, st, cfg.seed, log=log, progress=progress)
-            seconds = time.perf_counter() - start
             legacy = evaluate(model, data.test, legacy_drop_last=True)
             every = evaluate(model, data.test, legacy_drop_last=False)
-            chosen = legacy if args.legacy_drop_last else every
+            chosen = legacy if cfg.legacy_drop_last else every
             summary[name][str(horizon)] = {
                 "mse": chosen["mse"],
                 "mae": chosen["mae"],
@@ -367,13 +439,13 @@ def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
             }
             details["results"][name][str(horizon)] = {
                 "lookback": st.lookback,
-                "settings": {k: v for k, v in vars(st).items()},
+                "settings": dict(vars(st)),
                 "real_params": model.num_real_parameters(),
                 "legacy": legacy,
                 "all_windows": every,
-                **fit,
+                **result,
             }
-            run_dir.log_metrics({"model": name, "horizon": horizon, "result": summary[name][str(horizon)]})
+            log({"model": name, "horizon": horizon, "result": summary[name][str(horizon)]})
             trained[name] = model
         for L in sorted({m.lookback for m in trained.values()}):
             subset = {n: m for n, m in trained.items() if m.lookback == L}
@@ -426,18 +498,41 @@ def format_table(summary: dict[str, Any], details: dict[str, Any]) -> str:
 
 def report(run_dir: RunDir) -> str:
     """Rebuild the table from ``summary.json`` and ``details.json``."""
-    summary = json.loads(run_dir.file("summary.json").read_text())
-    details = json.loads(run_dir.file("details.json").read_text())
-    summary = {k: v for k, v in summary.items() if isinstance(v, dict)}
-    return format_table(summary, details)
+    summary = {k: v for k, v in run_dir.read_summary().items() if isinstance(v, dict)}
+    path = run_dir.file("details.json")
+    if not path.is_file():
+        raise ValueError(f"run_dir: {str(path)!r} not found: is this a finished forecast run?")
+    return format_table(summary, json.loads(path.read_text(encoding="utf-8")))
 
 
 RECIPE = Recipe(
     name="forecast",
     help="LTSF-Linear / MixLinear / SWIFT / Fourier-head forecasters on the ETT protocol",
+    config=ForecastConfig,
+    presets={"default": ForecastConfig, "smoke": _smoke},
     run=run,
-    add_arguments=add_arguments,
     report=report,
+    flags=(
+        Flag("--data", "data", "CSV with a date column (default: the synthetic series)"),
+        Flag("--models", "models", f"comma-separated model names (default {','.join(DEFAULT_MODELS)})"),
+        Flag("--horizons", "horizons", "comma-separated horizons (default 96,192,336,720)"),
+        Flag("--lookback", "lookback", "one L for all models (default 0: each paper's)"),
+        Flag(
+            "--legacy-drop-last",
+            "legacy_drop_last",
+            "the published test protocol (drop_last bug)",
+            switch=True,
+        ),
+    ),
+    check=check,
 )
 
-__all__ = ["RECIPE", "ForecastConfig", "TrainSettings", "learning_rate", "settings_for", "train_forecaster"]
+__all__ = [
+    "RECIPE",
+    "ForecastConfig",
+    "TrainSettings",
+    "check",
+    "fit",
+    "learning_rate",
+    "settings_for",
+]

@@ -14,6 +14,9 @@ The protocol follows Informer / Autoformer / LTSF-Linear (see ``shared/notes/for
 * **Metrics.** MSE and MAE averaged over every test window x H x C. ``legacy_drop_last=True``
   reproduces the published numbers, which were computed with ``drop_last=True`` on a test loader
   of batch 32: the last ``n_windows % 32`` (latest) windows are silently dropped.
+* **Training batches.** :class:`EpochBatches` reshuffles the training windows every epoch from one
+  seeded generator and drops the ragged last batch, as the reference loaders do; it is a stateful
+  batch source for :func:`linearlab.train.train` (its state goes into the checkpoints).
 
 Example::
 
@@ -30,6 +33,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -217,6 +221,69 @@ class Windows:
         stop = (n // batch_size) * batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             yield self.gather(order[start : min(start + batch_size, stop)])
+
+
+class EpochBatches:
+    """Training batches for :func:`linearlab.train.train`: a fresh shuffle of ``windows`` every epoch.
+
+    ``batches(step)`` is batch ``step % steps_per_epoch`` of epoch ``step // steps_per_epoch``; each
+    epoch's order is ``torch.randperm`` drawn from one persistent generator seeded with ``seed``, so
+    the batches are exactly those of ``windows.batches(batch_size, shuffle=True, drop_last=...,
+    generator=g)`` called once per epoch with the same ``g`` (the reference loaders' loop). As
+    there, the ragged last batch is dropped, unless the split holds fewer windows than one batch:
+    then every epoch is that one short batch.
+
+    The generator is stateful, so a resumed run needs its state: ``state_dict()`` (JSON values,
+    stored by the training loop in every checkpoint) and ``load_state_dict(state)``. Steps must be
+    asked for in order (a resume may continue from any step the state was saved at).
+
+    Shapes: ``batches(step) -> (x: [B, L, C], y: [B, H, C])``.
+    """
+
+    def __init__(self, windows: Windows, batch_size: int, seed: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+        if len(windows) == 0:
+            raise ValueError("windows: no training window to draw batches from")
+        self.windows = windows
+        self.batch_size = batch_size
+        self.drop_last = len(windows) >= batch_size
+        self.steps_per_epoch = len(windows) // batch_size if self.drop_last else 1
+        self._generator = torch.Generator().manual_seed(seed)
+        self._epoch = -1  # the epoch whose order is drawn (-1: none yet)
+        self._order = torch.empty(0, dtype=torch.long)
+        # the generator's state before drawing the current epoch's order, to redraw it on resume
+        self._state_before = self._generator.get_state()
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            if epoch != self._epoch + 1:
+                raise RuntimeError(
+                    f"EpochBatches: step {step} is in epoch {epoch}, but the last drawn epoch is "
+                    f"{self._epoch}; steps must come in order"
+                )
+            self._draw(epoch)
+        start = index * self.batch_size
+        return self.windows.gather(self._order[start : start + self.batch_size])
+
+    def _draw(self, epoch: int) -> None:
+        self._state_before = self._generator.get_state()
+        self._order = torch.randperm(len(self.windows), generator=self._generator)
+        self._epoch = epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-ready state: the current epoch and the generator state before its shuffle."""
+        return {"epoch": self._epoch, "generator": self._state_before.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()`` output: redraw the saved epoch's order from the saved state."""
+        self._generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        epoch = int(state["epoch"])
+        if epoch >= 0:
+            self._draw(epoch)
+        else:
+            self._epoch, self._state_before = -1, self._generator.get_state()
 
 
 @dataclass

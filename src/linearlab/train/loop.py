@@ -61,7 +61,9 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0  # 0: evaluate only at the end
     checkpoint_every: int = 100  # 0: no checkpoints
-    seed: int = 0
+    # the global RNG is seeded with this when training starts; None keeps it as the caller left it
+    # (e.g. seeded once before building the model, so dropout draws continue from there)
+    seed: int | None = 0
     progress: bool = True
     optimizer: str = "adamw"
     momentum: float = 0.0  # SGD only
@@ -207,7 +209,8 @@ def train(
         on_step: hook(s) called as ``hook(steps_done, model)`` after every optimizer step.
     """
     info: DistInfo = setup_distributed()
-    torch.manual_seed(cfg.seed)
+    if cfg.seed is not None:
+        torch.manual_seed(cfg.seed)
     hooks = [on_step] if callable(on_step) else list(on_step)
     optimizer = make_optimizer(model, cfg)
     schedule = lr_fn if lr_fn is not None else (lambda s: lr_at(s, cfg))
