@@ -1,20 +1,14 @@
-"""Deep linear networks and the exact learning dynamics of Saxe, McClelland & Ganguli (2013).
+"""Deep linear networks ``x -> W_L ... W_1 x`` (Saxe, McClelland & Ganguli 2013).
 
-A depth-``L`` linear net computes ``x -> W_L ... W_1 x``. With whitened inputs the squared loss is
-``1/2 ||T - W_L ... W_1||_F^2`` for the input-output correlation ``T = U diag(s) V^T``. Started from a
-*decoupled* (balanced, aligned) initialisation, every mode ``alpha`` learns on its own; its strength
-``u = u_alpha^T (W_L ... W_1) v_alpha`` obeys, with ``tau = 1 / lr`` (time in steps)::
-
-    tau du/dt = L u^(2 - 2/L) (s - u)
-
-For ``L = 2`` this is the logistic ``tau du/dt = 2 u (s - u)`` with the closed form
-``u(t) = s e^(2st/tau) / (e^(2st/tau) - 1 + s/u0)`` and half time ``t_1/2 = tau/(2s) ln(s/u0 - 1)``.
-For any ``L`` the time to go from ``u0`` to ``u1`` is ``(tau/L) int_{u0}^{u1} du / (u^(2-2/L) (s-u))``.
+Only the network and its initialisations live here; the teacher ``T = U diag(s) V^T``, the mode
+strengths and the closed-form learning dynamics are in :mod:`linearlab.analysis.deep_linear_theory`,
+and the full-batch GD that trains these nets is ``linearlab.train.train`` with plain SGD (see the
+``deep-linear-dynamics`` recipe).
 
 Example:
-    >>> t, u_basis, v_basis = teacher(8, 8, [4.0, 2.0, 1.0, 0.5], seed=0)
-    >>> net = DeepLinearNet.decoupled(u_basis, v_basis, depth=2, u0=1e-4)
-    >>> mode_strengths(net.product(), u_basis, v_basis)   # tensor([1e-4, 1e-4, 1e-4, 1e-4])
+    >>> net = DeepLinearNet([8, 8, 8], init="small", scale=0.01, seed=0)   # two 8x8 layers
+    >>> net.product().shape                                                # torch.Size([8, 8])
+    >>> DeepLinearNet.decoupled(u_basis, v_basis, depth=3, u0=0.05)         # every mode at 0.05
 """
 
 from __future__ import annotations
@@ -34,25 +28,6 @@ def random_orthogonal(rows: int, cols: int, generator: torch.Generator) -> torch
     q, r = torch.linalg.qr(a)
     q = q * torch.sign(torch.diagonal(r))  # sign fix makes the distribution uniform (Haar)
     return q if rows >= cols else q.T
-
-
-def teacher(
-    d_out: int, d_in: int, singular_values: Sequence[float], seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A correlation matrix ``T = U diag(s) V^T`` with random orthonormal singular vectors.
-
-    Returns ``T: [d_out, d_in]`` and the full orthonormal bases ``U: [d_out, d_out]``,
-    ``V: [d_in, d_in]`` whose first ``len(s)`` columns carry ``s`` (float64).
-    """
-    s = torch.as_tensor(list(singular_values), dtype=torch.float64)
-    if s.dim() != 1 or len(s) == 0 or len(s) > min(d_out, d_in) or (s <= 0).any():
-        raise ValueError(
-            f"singular_values: expected 1..min(d_out, d_in)={min(d_out, d_in)} positive values, got {s.tolist()}"
-        )
-    g = torch.Generator().manual_seed(seed)
-    u, v = random_orthogonal(d_out, d_out, g), random_orthogonal(d_in, d_in, g)
-    r = len(s)
-    return u[:, :r] @ torch.diag(s) @ v[:, :r].T, u, v
 
 
 class DeepLinearNet(nn.Module):
@@ -136,94 +111,3 @@ class DeepLinearNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: [..., d_in]`` -> ``[..., d_out]``."""
         return x @ self.product().T.to(x.dtype)
-
-
-def mode_strengths(
-    product: torch.Tensor, u_basis: torch.Tensor, v_basis: torch.Tensor, rank: int | None = None
-) -> torch.Tensor:
-    """``u_alpha = u_alpha^T P v_alpha`` for the first ``rank`` modes (default all): ``[rank]``."""
-    r = min(u_basis.shape[1], v_basis.shape[1]) if rank is None else rank
-    return torch.einsum(
-        "ia,ij,ja->a", u_basis[:, :r].double(), product.detach().double(), v_basis[:, :r].double()
-    )
-
-
-def train_full_batch(
-    net: DeepLinearNet, target: torch.Tensor, lr: float, steps: int, progress: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full-batch GD on ``1/2 ||target - net.product()||_F^2`` (whitened inputs).
-
-    Returns the products after each step ``[steps + 1, d_out, d_in]`` (index 0 is the start) and the
-    losses ``[steps + 1]``.
-    """
-    from tqdm.auto import tqdm
-
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps: expected an integer >= 0, got {steps!r}")
-    target = target.double()
-    products, losses = [], []
-    # disable=None lets tqdm hide the bar when stderr is not a terminal
-    bar = tqdm(
-        range(steps + 1), disable=None if progress else True, desc=f"deep linear L={net.depth}", leave=False
-    )
-    for _ in bar:
-        net.zero_grad(set_to_none=True)
-        p = net.product()
-        loss = 0.5 * ((target - p) ** 2).sum()
-        products.append(p.detach().clone())
-        losses.append(loss.detach())
-        if len(products) == steps + 1:
-            break
-        loss.backward()
-        with torch.no_grad():
-            for w in net.weights:
-                w -= lr * w.grad
-    return torch.stack(products), torch.stack(losses)
-
-
-def strength_closed_form(t: torch.Tensor | float, s: float, u0: float, tau: float) -> torch.Tensor:
-    """Two-layer mode strength ``u(t) = s e^(2st/tau) / (e^(2st/tau) - 1 + s/u0)`` (``t`` in steps)."""
-    t = torch.as_tensor(t, dtype=torch.float64)
-    # divide through by e^(2st/tau) so large t does not overflow
-    decay = torch.exp(-2.0 * s * t / tau)
-    return s / (1.0 - decay + (s / u0) * decay)
-
-
-def half_time(s: float, u0: float, tau: float) -> float:
-    """Two-layer time to half strength ``t_1/2 = tau/(2s) ln(s/u0 - 1)`` (needs ``u0 < s/2``)."""
-    if not 0 < u0 < s / 2:
-        raise ValueError(f"u0: expected 0 < u0 < s/2 = {s / 2}, got {u0!r}")
-    return tau / (2.0 * s) * math.log(s / u0 - 1.0)
-
-
-def deep_half_time(s: float, u0: float, tau: float, depth: int) -> float:
-    """Time to half strength for a depth-``L`` decoupled net:
-    ``(tau/L) int_{u0}^{s/2} du / (u^(2-2/L) (s-u))`` (numerical quadrature in ``log u``)."""
-    from scipy.integrate import quad
-
-    if not 0 < u0 < s / 2:
-        raise ValueError(f"u0: expected 0 < u0 < s/2 = {s / 2}, got {u0!r}")
-    if not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth: expected an integer >= 1, got {depth!r}")
-    p = 2.0 - 2.0 / depth
-
-    # substitute u = e^v: du = u dv, which keeps the integrand smooth across many decades
-    def integrand(v: float) -> float:
-        u = math.exp(v)
-        return u ** (1.0 - p) / (s - u)
-
-    value, _ = quad(integrand, math.log(u0), math.log(s / 2), limit=200)
-    return tau / depth * value
-
-
-def half_time_index(strengths: torch.Tensor, s: float) -> float:
-    """First (linearly interpolated) step at which ``strengths: [steps + 1]`` reaches ``s / 2``;
-    ``inf`` if it never does."""
-    hit = torch.nonzero(strengths >= s / 2)
-    if len(hit) == 0:
-        return math.inf
-    k = int(hit[0])
-    if k == 0:
-        return 0.0
-    a, b = float(strengths[k - 1]), float(strengths[k])
-    return k - 1 + (s / 2 - a) / (b - a)

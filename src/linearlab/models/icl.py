@@ -16,7 +16,7 @@ Transformer regressor (Garg et al. 2022; Akyürek et al. 2022): pre-norm blocks 
 flag 0) followed by the *example* token that reveals its label. With a causal mixer the output at the
 i-th query token predicts ``y_i`` from the ``i - 1`` examples before it, so one forward pass scores
 every prefix length. Any registered mixer works (``mixer="softmax"``, ``"linear_attention"``, ...);
-``mixer="builtin"`` is a small causal softmax attention defined here so the model needs nothing else.
+``mixer="builtin"`` is GPT-2's causal softmax attention (see :class:`GPT2Block`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from linearlab.layers import create_mixer, list_mixers
+from linearlab.ops import attention
 
 
 class LinearSelfAttention(nn.Module):
@@ -138,62 +140,59 @@ def interleave(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.stack([query, example], dim=2).reshape(B, 2 * N, x.shape[-1] + 2)
 
 
-class CausalSoftmaxAttention(nn.Module):
-    """Plain multi-head causal softmax attention: ``forward(x: [B, T, D]) -> (y: [B, T, D], None)``.
+class GPT2Block(nn.Module):
+    """GPT-2's pre-norm block, the one Garg et al. and Akyürek et al. train on regression prompts:
+    ``h + mixer(LN(h))`` then ``h + MLP(LN(h))``, with biased projections and a tanh-GELU MLP
+    ``mlp_ratio`` x wide. ``[B, T, D] -> [B, T, D]``.
 
-    A self-contained mixer so the regressor runs without the registry; it does not carry state
-    between calls (pass whole prompts).
+    ``mixer="builtin"`` is GPT-2's causal softmax attention: biased q/k/v and output projections
+    around :func:`linearlab.ops.attention`, and no positions inside the mixer (the model adds learned
+    ones). Any other name is a registered mixer from :func:`linearlab.layers.create_mixer`, built as
+    ``create_mixer(name, d_model=d_model, **mixer_kwargs)``.
+
+    Why not ``models.lm.Block`` with ``create_mixer("softmax", rope=False)``: that block is LLaMA-style
+    (bias-free projections, exact GELU or SwiGLU) and the registered softmax mixer has bias-free
+    projections, so the trained regressor, and the ``icl-algorithms`` numbers, would change.
     """
-
-    def __init__(self, d_model: int, num_heads: int = 2) -> None:
-        super().__init__()
-        if d_model % num_heads:
-            raise ValueError(f"num_heads: {num_heads} does not divide d_model={d_model}")
-        self.d_model, self.num_heads = d_model, num_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
-
-    def forward(self, x: torch.Tensor, state: None = None) -> tuple[torch.Tensor, None]:
-        if state is not None:
-            raise ValueError(
-                "state: CausalSoftmaxAttention keeps no state; pass the whole prompt with state=None"
-            )
-        B, T, D = x.shape
-        q, k, v = self.qkv(x).reshape(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.out(o.transpose(1, 2).reshape(B, T, D)), None
-
-
-def build_mixer(name: str, d_model: int, num_heads: int, mixer_kwargs: dict | None = None) -> nn.Module:
-    """``"builtin"`` -> :class:`CausalSoftmaxAttention`; any other name -> the registered mixer,
-    built as ``create_mixer(name, d_model=d_model, **mixer_kwargs)``."""
-    if name == "builtin":
-        return CausalSoftmaxAttention(d_model, num_heads)
-    from linearlab.layers.registry import create_mixer, list_mixers
-
-    known = list_mixers()
-    if name not in known:
-        raise ValueError(f"mixer: unknown mixer {name!r}; choose 'builtin' or a registered one: {known}")
-    return create_mixer(name, d_model=d_model, **(mixer_kwargs or {}))
-
-
-class Block(nn.Module):
-    """Pre-norm residual block: ``h + mixer(LN(h))`` then ``h + MLP(LN(h))`` (GELU, ``mlp_ratio`` x wide)."""
 
     def __init__(
         self, d_model: int, mixer: str, num_heads: int, mlp_ratio: int, mixer_kwargs: dict | None = None
     ) -> None:
         super().__init__()
+        # creation order (norms, attention or mixer, MLP) fixes the draws from the global RNG, so a
+        # seeded model starts from the same weights as before this block replaced the old one
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.mixer = build_mixer(mixer, d_model, num_heads, mixer_kwargs)
+        self.num_heads = num_heads
+        self.mixer: nn.Module | None = None
+        self.qkv: nn.Linear | None = None
+        self.out: nn.Linear | None = None
+        if mixer == "builtin":
+            if d_model % num_heads:
+                raise ValueError(f"num_heads: {num_heads} does not divide d_model={d_model}")
+            self.qkv = nn.Linear(d_model, 3 * d_model)
+            self.out = nn.Linear(d_model, d_model)
+        else:
+            if mixer not in list_mixers():
+                raise ValueError(
+                    f"mixer: unknown mixer {mixer!r}; choose 'builtin' or a registered one: {list_mixers()}"
+                )
+            self.mixer = create_mixer(mixer, d_model=d_model, **(mixer_kwargs or {}))
         self.mlp = nn.Sequential(
             nn.Linear(d_model, mlp_ratio * d_model),
             nn.GELU(approximate="tanh"),
             nn.Linear(mlp_ratio * d_model, d_model),
         )
 
+    def _mix(self, x: torch.Tensor) -> torch.Tensor:
+        """The token mixer on a whole prompt ``x: [B, T, D]`` (no state is carried between calls)."""
+        if self.mixer is not None:
+            return self.mixer(x)[0]
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).reshape(B, T, 3, self.num_heads, D // self.num_heads).unbind(2)
+        return self.out(attention(q, k, v, causal=True).reshape(B, T, D))
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        h = h + self.mixer(self.norm1(h))[0]
+        h = h + self._mix(self.norm1(h))
         return h + self.mlp(self.norm2(h))
 
 
@@ -239,7 +238,7 @@ class ICLTransformer(nn.Module):
         self.read_in = nn.Linear(d + 2, d_model)
         self.pos = nn.Parameter(torch.randn(2 * max_points, d_model) / math.sqrt(d_model))
         self.blocks = nn.ModuleList(
-            Block(d_model, mixer, num_heads, mlp_ratio, mixer_kwargs) for _ in range(n_layers)
+            GPT2Block(d_model, mixer, num_heads, mlp_ratio, mixer_kwargs) for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(d_model)
         self.read_out = nn.Linear(d_model, 1)

@@ -13,34 +13,45 @@ Whitened inputs, teacher ``T = U diag(s) V^T``, full-batch GD with step ``lr`` (
    factor ``u^(2-2/L)`` hardly depends on ``L``; a small random start slows down sharply with depth
    (the product starts at ~ scale^L, so the plateau lengthens). Random orthogonal and scaled Gaussian
    starts are shown too.
+
+Every network is trained by ``linearlab.train.train`` with plain SGD at a constant step on the
+full batch, in its own folder (``two_layer/``, ``deep/``, ``sweep/``) that keeps its checkpoint and
+the per-step loss and mode strengths, so ``--resume`` continues an interrupted run.
+
+    linearlab run deep-linear-dynamics [--smoke] [--set deep_depths=2,4,8 --set sweep_seeds=4]
 """
 
 from __future__ import annotations
 
-import argparse
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from linearlab.models.deep_linear import (
-    DeepLinearNet,
+from linearlab.analysis.deep_linear_theory import (
     deep_half_time,
     half_time,
     half_time_index,
     mode_strengths,
     strength_closed_form,
     teacher,
-    train_full_batch,
 )
+from linearlab.lab.tables import fmt
+from linearlab.models.deep_linear import INITS, DeepLinearNet
 from linearlab.recipes import Recipe
-from linearlab.recipes._theory_common import fmt, progress, report_from_summary, setup
 from linearlab.runs import RunDir
+from linearlab.train import TrainConfig, train
+
+NAME = "deep-linear-dynamics"
+SWEEP_INITS = ("decoupled", *INITS)
 
 
 @dataclass
 class Config:
+    """Everything ``linearlab run deep-linear-dynamics`` does; override fields with ``--set name=value``."""
+
     dim: int = 8
     singular_values: list[float] = field(default_factory=lambda: [4.0, 2.0, 1.0, 0.5])
     lr: float = 0.01
@@ -60,26 +71,140 @@ class Config:
     sweep_steps: int = 2000
     sweep_seeds: int = 2
     criterion: float = 0.01
+    checkpoint_every: int = 500
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("dim", "steps", "deep_steps", "sweep_steps", "sweep_seeds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("singular_values", "sweep_singular_values"):
+            values = getattr(self, name)
+            if len(values) > self.dim or any(v <= 0 for v in values):
+                raise ValueError(f"{name}: expected at most dim={self.dim} positive values, got {values}")
+        if not self.singular_values:
+            raise ValueError("singular_values: expected at least one positive value, got []")
+        half = min(self.singular_values) / 2
+        for name in ("u0", "deep_u0"):
+            if not 0 < getattr(self, name) < half:
+                raise ValueError(
+                    f"{name}: expected 0 < {name} < min(singular_values)/2 = {half} (the theory's half "
+                    f"time starts below half strength), got {getattr(self, name)}"
+                )
+        for name in ("lr", "deep_lr0", "small_std"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if not self.deep_depths or any(L < 1 for L in self.deep_depths):
+            raise ValueError(f"deep_depths: expected depths >= 1, got {self.deep_depths}")
+        unknown = [i for i in self.sweep_inits if i not in SWEEP_INITS]
+        if unknown or not self.sweep_inits:
+            raise ValueError(f"sweep_inits: expected names from {list(SWEEP_INITS)}, got {self.sweep_inits}")
+        if len(self.sweep_inits) != len(self.sweep_scales) or any(sc <= 0 for sc in self.sweep_scales):
+            raise ValueError(
+                f"sweep_scales: expected one positive scale per init ({len(self.sweep_inits)}), "
+                f"got {self.sweep_scales}"
+            )
+        if not 0 < self.criterion < 1:
+            raise ValueError(f"criterion: expected a loss fraction in (0, 1), got {self.criterion}")
+        if self.checkpoint_every < 0:
+            raise ValueError(
+                f"checkpoint_every: must be >= 0 (0: no checkpoints), got {self.checkpoint_every}"
+            )
 
-def _smoke(cfg: Config) -> Config:
+
+def _smoke() -> Config:
     return Config(steps=900, deep_depths=[2, 4], deep_steps=400, sweep_steps=300, sweep_seeds=1)
 
 
-def _strength_traj(products: torch.Tensor, u: torch.Tensor, v: torch.Tensor, r: int) -> torch.Tensor:
-    """``[steps + 1, r]`` mode strengths along a trajectory of products."""
-    return torch.stack([mode_strengths(p, u, v, r) for p in products])
+def full_batch_gd(
+    net: DeepLinearNet,
+    target: torch.Tensor,
+    lr: float,
+    steps: int,
+    folder: RunDir,
+    modes: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+    checkpoint_every: int = 500,
+    desc: str = "deep linear",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-batch GD ``W <- W - lr grad`` on ``1/2 ||target - net.product()||_F^2`` (whitened inputs)
+    for ``steps`` updates, through ``linearlab.train.train`` (plain SGD at a constant step), resumable
+    from ``folder``.
+
+    Returns the losses ``[steps + 1]`` and, with ``modes = (U, V, r)``, the strengths of the first ``r``
+    modes ``[steps + 1, r]`` (else ``[steps + 1, 0]``); index ``t`` is the state after ``t`` updates
+    (0: the start). Each step's values are logged to ``folder/metrics.jsonl`` (JSON floats round-trip
+    exactly) and read back, so a resumed training returns the whole trajectory.
+    """
+    target = target.double()
+    names = [] if modes is None else [f"mode{i}" for i in range(modes[2])]
+
+    def measure(p: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+        loss = 0.5 * ((target - p) ** 2).sum()
+        return loss, ([] if modes is None else mode_strengths(p, *modes).tolist())
+
+    def loss_fn(m: DeepLinearNet, _batch: None) -> tuple[torch.Tensor, dict[str, float]]:
+        # measured before this step's update: the loop logs it as finished step t + 1, index t here
+        loss, strengths = measure(m.product())
+        return loss, dict(zip(names, strengths))
+
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=1,
+        lr=lr,
+        optimizer="sgd",
+        momentum=0.0,
+        weight_decay=0.0,
+        schedule="constant",
+        warmup_steps=0,
+        grad_clip=0.0,
+        log_every=1,
+        checkpoint_every=checkpoint_every,
+        progress=sys.stderr.isatty(),
+    )
+    train(net, lambda step: None, loss_fn, cfg, run_dir=folder, resume=True, desc=desc)
+    by_step = {r["step"]: r for r in folder.read_metrics() if "loss" in r}
+    missing = [t for t in range(1, steps + 1) if t not in by_step]
+    if missing:
+        raise ValueError(
+            f"{folder.path}/metrics.jsonl: no record of step(s) {missing[:5]}; delete the folder to redo "
+            "this training"
+        )
+    with torch.no_grad():
+        last_loss, last_strengths = measure(net.product())
+    losses = [by_step[t]["loss"] for t in range(1, steps + 1)] + [float(last_loss)]
+    strengths = [[by_step[t][k] for k in names] for t in range(1, steps + 1)] + [last_strengths]
+    return (
+        torch.tensor(losses, dtype=torch.float64),
+        torch.tensor(strengths, dtype=torch.float64).reshape(steps + 1, len(names)),
+    )
 
 
-def _two_layer(cfg: Config, T: torch.Tensor, U: torch.Tensor, V: torch.Tensor, smoke: bool) -> dict[str, Any]:
+def _two_layer(
+    cfg: Config, T: torch.Tensor, U: torch.Tensor, V: torch.Tensor, run_dir: RunDir
+) -> dict[str, Any]:
     s, r, tau = cfg.singular_values, len(cfg.singular_values), 1.0 / cfg.lr
     net = DeepLinearNet.decoupled(U, V, depth=2, u0=cfg.u0, seed=cfg.seed)
-    products, _ = train_full_batch(net, T, cfg.lr, cfg.steps, progress=not smoke)
-    traj = _strength_traj(products, U, V, r)
+    _, traj = full_batch_gd(
+        net,
+        T,
+        cfg.lr,
+        cfg.steps,
+        _folder(run_dir, "two_layer", "decoupled"),
+        (U, V, r),
+        cfg.checkpoint_every,
+        "2 layers, decoupled",
+    )
     rnd = DeepLinearNet([cfg.dim] * 3, init="small", scale=cfg.small_std, seed=cfg.seed + 1)
-    products_r, _ = train_full_batch(rnd, T, cfg.lr, cfg.steps, progress=not smoke)
-    traj_r = _strength_traj(products_r, U, V, r)
+    _, traj_r = full_batch_gd(
+        rnd,
+        T,
+        cfg.lr,
+        cfg.steps,
+        _folder(run_dir, "two_layer", "small_random"),
+        (U, V, r),
+        cfg.checkpoint_every,
+        "2 layers, small random",
+    )
     t = torch.arange(cfg.steps + 1, dtype=torch.float64)
     modes = []
     for i, si in enumerate(s):
@@ -112,16 +237,28 @@ def _two_layer(cfg: Config, T: torch.Tensor, U: torch.Tensor, V: torch.Tensor, s
     }
 
 
+def _folder(run_dir: RunDir, part: str, name: str) -> RunDir:
+    return RunDir.create(NAME, run_dir.path / part / name)
+
+
 def _deep_decoupled(
-    cfg: Config, T: torch.Tensor, U: torch.Tensor, V: torch.Tensor, smoke: bool
+    cfg: Config, T: torch.Tensor, U: torch.Tensor, V: torch.Tensor, run_dir: RunDir
 ) -> list[dict]:
     s, r = cfg.singular_values, len(cfg.singular_values)
     rows = []
-    for depth in progress(cfg.deep_depths, smoke, "decoupled depths"):
+    for depth in cfg.deep_depths:
         lr = cfg.deep_lr0 / depth
         net = DeepLinearNet.decoupled(U, V, depth=depth, u0=cfg.deep_u0, seed=cfg.seed)
-        products, _ = train_full_batch(net, T, lr, cfg.deep_steps)
-        traj = _strength_traj(products, U, V, r)
+        _, traj = full_batch_gd(
+            net,
+            T,
+            lr,
+            cfg.deep_steps,
+            _folder(run_dir, "deep", f"L{depth}"),
+            (U, V, r),
+            cfg.checkpoint_every,
+            f"decoupled L={depth}",
+        )
         meas = [half_time_index(traj[:, i], si) for i, si in enumerate(s)]
         theo = [deep_half_time(si, cfg.deep_u0, 1.0 / lr, depth) for si in s]
         errs = [(m - t) / t for m, t in zip(meas, theo) if math.isfinite(m)]
@@ -136,17 +273,13 @@ def _deep_decoupled(
     return rows
 
 
-def _sweep(cfg: Config, smoke: bool, run_dir: RunDir) -> list[dict]:
-    if len(cfg.sweep_inits) != len(cfg.sweep_scales):
-        raise ValueError(
-            f"sweep_scales: expected one scale per init ({len(cfg.sweep_inits)}), got {len(cfg.sweep_scales)}"
-        )
+def _sweep(cfg: Config, run_dir: RunDir) -> list[dict]:
     sv = cfg.sweep_singular_values or torch.linspace(0.5, 4.0, cfg.dim).tolist()
     T, U, V = teacher(cfg.dim, cfg.dim, sv, seed=cfg.seed + 1)
     target_loss = cfg.criterion * 0.5 * float((T**2).sum())
     rows = []
     jobs = [(i, sc, L) for i, sc in zip(cfg.sweep_inits, cfg.sweep_scales) for L in cfg.deep_depths]
-    for init, scale, depth in progress(jobs, smoke, "depth sweep"):
+    for init, scale, depth in jobs:
         times = []
         for seed in range(cfg.sweep_seeds):
             if init == "decoupled":
@@ -155,7 +288,16 @@ def _sweep(cfg: Config, smoke: bool, run_dir: RunDir) -> list[dict]:
                 net = DeepLinearNet(
                     [cfg.dim] * (depth + 1), init=init, scale=scale, seed=cfg.seed + 100 + seed
                 )
-            _, losses = train_full_batch(net, T, cfg.deep_lr0 / depth, cfg.sweep_steps)
+            folder = _folder(run_dir, "sweep", f"{init}{scale:g}-L{depth}-seed{seed}")
+            losses, _ = full_batch_gd(
+                net,
+                T,
+                cfg.deep_lr0 / depth,
+                cfg.sweep_steps,
+                folder,
+                checkpoint_every=cfg.checkpoint_every,
+                desc=f"sweep {init} L={depth}",
+            )
             hit = torch.nonzero(losses <= target_loss)
             times.append(float(hit[0]) if len(hit) else math.inf)
         row = {
@@ -170,13 +312,15 @@ def _sweep(cfg: Config, smoke: bool, run_dir: RunDir) -> list[dict]:
     return rows
 
 
-def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
-    cfg = setup(args, run_dir, Config(), _smoke)
-    smoke = bool(args.smoke)
+def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    # the nets are 8x8 matrices: extra intra-op threads only add synchronisation, and on a shared
+    # machine their spin-waiting costs several times the work itself
+    torch.set_num_threads(1)
     T, U, V = teacher(cfg.dim, cfg.dim, cfg.singular_values, seed=cfg.seed)
-    two = _two_layer(cfg, T, U, V, smoke)
-    deep = _deep_decoupled(cfg, T, U, V, smoke)
-    sweep = _sweep(cfg, smoke, run_dir)
+    two = _two_layer(cfg, T, U, V, run_dir)
+    deep = _deep_decoupled(cfg, T, U, V, run_dir)
+    sweep = _sweep(cfg, run_dir)
     summary: dict[str, Any] = {
         "dim": cfg.dim,
         "singular_values": cfg.singular_values,
@@ -292,13 +436,16 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _report(run_dir: RunDir) -> str:
-    return report_from_summary(run_dir, format_summary)
+def report(run_dir: RunDir) -> str:
+    return format_summary(run_dir.read_summary())
 
 
 RECIPE = Recipe(
-    name="deep-linear-dynamics",
+    name=NAME,
     help="deep linear nets: sigmoidal mode learning, t_1/2 ~ 1/s, depth (in)dependence (Saxe et al.)",
+    config=Config,
+    presets={"default": Config, "smoke": _smoke},
     run=run,
-    report=_report,
+    report=report,
+    resume_may_change=("checkpoint_every",),
 )

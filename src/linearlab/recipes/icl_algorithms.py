@@ -12,52 +12,86 @@ against OLS (min-norm), ridge with ``lam = sigma^2`` (the Bayes-optimal posterio
 noiseless), one step of GD with the optimal step and several steps of GD. Theory: the noiseless OLS
 error is ``(d - k)/d`` for ``k < d`` and 0 from ``k = d``; with noise OLS has
 ``sigma^2 (1 + d / (k - d - 1))`` for ``k > d + 1``. Finally, linear probes read ``X^T Y`` and
-``w_OLS`` off each layer's hidden state at the last query (R^2 on held-out prompts).
+``w_OLS`` off each layer's hidden state at the last query (R^2 on held-out prompts). Each training
+(``sigma<noise>/``) keeps its checkpoint and per-step losses in its own folder, so ``--resume``
+continues it.
+
+    linearlab run icl-algorithms [--smoke] [--set mixer=gla --set mixer_kwargs='{"num_heads": 2}']
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from linearlab.analysis.icl_learners import bayes_ridge, gd, ols, predict
+from linearlab.analysis.icl_theory import ols_error_by_k, optimal_one_step_lr
 from linearlab.analysis.probes import probe_r2
 from linearlab.io import atomic_save_safetensors
+from linearlab.lab.tables import fmt
 from linearlab.models.icl import ICLTransformer, interleave
 from linearlab.recipes import Recipe
-from linearlab.recipes._theory_common import cosine_lr, fmt, progress, report_from_summary, setup
 from linearlab.runs import RunDir
-from linearlab.tasks.icl import ICLTask
-from linearlab.tasks.icl_reference import bayes_ridge, gd, ols, optimal_one_step_lr, predict
+from linearlab.tasks.icl import ICLTask, PromptStream
+from linearlab.train import TrainConfig, train
 
+NAME = "icl-algorithms"
 REFERENCES = ("ols", "ridge", "gd1", "gd_multi")
 
 
 @dataclass
 class Config:
+    """Everything ``linearlab run icl-algorithms`` does; override fields with ``--set name=value``."""
+
     d: int = 5
     n_points: int = 11
     noise_stds: list[float] = field(default_factory=lambda: [0.0, 0.5])
     d_model: int = 64
     n_layers: int = 3
     num_heads: int = 2
-    mixer: str = "builtin"
+    mixer: str = "builtin"  # GPT-2's causal softmax attention, or any registered mixer
     mixer_kwargs: dict = field(default_factory=dict)
     steps: int = 2000
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 1e-3  # Adam, 10% warm-up then cosine decay to zero, clipping at 1
     gd_steps: int = 5
     eval_prompts: int = 1000
     ilwd_prompts: int = 200
     probe_train: int = 2000
     probe_test: int = 1000
     probe_lam: float = 1e-3
+    checkpoint_every: int = 100
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("d", "n_points", "d_model", "n_layers", "num_heads", "steps", "batch_size",
+                     "eval_prompts", "ilwd_prompts"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.gd_steps < 0:
+            raise ValueError(f"gd_steps: must be >= 0, got {self.gd_steps}")
+        if self.probe_train < 2 or self.probe_test < 2:
+            raise ValueError(
+                f"probe_train, probe_test: must be >= 2 (R^2 needs a spread), got {self.probe_train} and {self.probe_test}"
+            )
+        if not self.noise_stds or any(s < 0 for s in self.noise_stds):
+            raise ValueError(f"noise_stds: expected values >= 0, got {self.noise_stds}")
+        if not self.lr > 0 or self.probe_lam < 0:
+            raise ValueError(
+                f"lr, probe_lam: expected lr > 0 and probe_lam >= 0, got {self.lr} and {self.probe_lam}"
+            )
+        if not isinstance(self.mixer_kwargs, dict):
+            raise ValueError(f"mixer_kwargs: expected a JSON object, got {self.mixer_kwargs!r}")
+        if self.checkpoint_every < 0:
+            raise ValueError(
+                f"checkpoint_every: must be >= 0 (0: no checkpoints), got {self.checkpoint_every}"
+            )
 
-def _smoke(cfg: Config) -> Config:
+
+def _smoke() -> Config:
     return Config(
         n_points=8,
         d_model=16,
@@ -87,8 +121,8 @@ def _references(x: torch.Tensor, y: torch.Tensor, noise_var: float, gd_steps: in
     }
 
 
-def _train(cfg: Config, noise_std: float, run_dir: RunDir, smoke: bool) -> tuple[ICLTransformer, list[float]]:
-    model = ICLTransformer(
+def _model(cfg: Config) -> ICLTransformer:
+    return ICLTransformer(
         cfg.d,
         cfg.d_model,
         cfg.n_layers,
@@ -97,22 +131,52 @@ def _train(cfg: Config, noise_std: float, run_dir: RunDir, smoke: bool) -> tuple
         max_points=cfg.n_points,
         mixer_kwargs=cfg.mixer_kwargs or None,
     )
+
+
+def _train_config(cfg: Config) -> TrainConfig:
+    """Adam (AdamW without decay), 10% warm-up, cosine to zero, clipping at 1; every step logged."""
+    return TrainConfig(
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        optimizer="adamw",
+        weight_decay=0.0,
+        betas=(0.9, 0.999),
+        warmup_steps=cfg.steps // 10,
+        min_lr_ratio=0.0,
+        grad_clip=1.0,
+        log_every=1,
+        checkpoint_every=cfg.checkpoint_every,
+        seed=cfg.seed,
+        progress=sys.stderr.isatty(),
+    )
+
+
+def _loss_curve(folder: RunDir) -> list[float]:
+    """Every step's training loss from ``folder``'s metrics (steps redone after a resume are logged
+    twice, with the same value: the later record wins)."""
+    by_step = {r["step"]: r["loss"] for r in folder.read_metrics() if "loss" in r}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _train(cfg: Config, model: ICLTransformer, noise_std: float, folder: RunDir) -> list[float]:
+    """Train ``model`` on fresh prompts (every prefix of a prompt is scored); returns the loss curve."""
     task = ICLTask(cfg.d, cfg.n_points, noise_std, seed=cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    losses = []
-    for step in progress(range(cfg.steps), smoke, f"transformer sigma={noise_std}"):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, warmup=cfg.steps // 10)
-        b = task.sample(cfg.batch_size)
-        loss = ((model(b.x, b.y) - b.y) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if step % 100 == 0 or step == cfg.steps - 1:
-            run_dir.log_metrics({"noise_std": noise_std, "step": step, "loss": losses[-1]})
-    return model, losses
+
+    def loss_fn(m: ICLTransformer, batch: tuple[torch.Tensor, torch.Tensor]):
+        x, y = batch
+        return ((m(x, y) - y) ** 2).mean(), {}
+
+    train(
+        model,
+        PromptStream(task, cfg.batch_size),
+        loss_fn,
+        _train_config(cfg),
+        run_dir=folder,
+        resume=True,
+        desc=f"transformer sigma={noise_std}",
+    )
+    return _loss_curve(folder)
 
 
 @torch.no_grad()
@@ -121,7 +185,6 @@ def _evaluate(cfg: Config, model: ICLTransformer, noise_std: float) -> dict[str,
     b = ICLTask(cfg.d, N, noise_std, seed=cfg.seed + 50_000).sample(cfg.eval_prompts)
     model.eval()
     pred = model(b.x, b.y).double()
-    f_true = (b.x.double() @ b.w.double().unsqueeze(-1)).squeeze(-1)  # noiseless targets
     mse = {"model": [], **{r: [] for r in REFERENCES}}
     spd = {r: [] for r in REFERENCES}
     ilwd = {r: [] for r in REFERENCES}
@@ -150,29 +213,13 @@ def _evaluate(cfg: Config, model: ICLTransformer, noise_std: float) -> dict[str,
         )
         for name, w in refs.items():
             ilwd[name].append(float(((w_model - w[:P]) ** 2).sum(-1).mean() / d))
-    del f_true
     return {
         "mse": mse,
         "spd": spd,
         "ilwd": ilwd,
         "ilwd_linear_fit_r2": ilwd_fit_r2,
-        "ols_theory": _ols_theory(d, N, noise_var),
+        "ols_theory": ols_error_by_k(d, N, noise_var),
     }
-
-
-def _ols_theory(d: int, N: int, noise_var: float) -> list[float | None]:
-    """Expected normalised OLS test error per ``k``; ``None`` where no closed form applies."""
-    out: list[float | None] = []
-    for k in range(N):
-        if noise_var == 0:
-            out.append(max(d - k, 0) / d)
-        elif k > d + 1:
-            out.append(noise_var * (1 + d / (k - d - 1)) / d)
-        elif k == 0:
-            out.append((d + noise_var) / d)
-        else:
-            out.append(None)
-    return out
 
 
 @torch.no_grad()
@@ -209,13 +256,28 @@ def _probes(cfg: Config, model: ICLTransformer, noise_std: float) -> dict[str, l
     return result
 
 
-def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
-    cfg = setup(args, run_dir, Config(), _smoke)
-    smoke = bool(args.smoke)
+def check(cfg: Config) -> None:
+    """Fail fast on an unknown mixer, before any file is written."""
+    from linearlab.layers import list_mixers
+
+    if cfg.mixer != "builtin" and cfg.mixer not in list_mixers():
+        raise ValueError(
+            f"mixer: unknown mixer {cfg.mixer!r}; choose 'builtin' or one of: {', '.join(list_mixers())}"
+        )
+
+
+def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    # the models move tiny tensors: extra intra-op threads only add synchronisation, and on a shared
+    # machine their spin-waiting costs several times the work itself
+    torch.set_num_threads(1)
     summary: dict[str, Any] = {"d": cfg.d, "n_points": cfg.n_points, "mixer": cfg.mixer, "runs": []}
+    # every model is drawn from the seeded global RNG before any training, in this order, so a
+    # resumed run (whose checkpoints restore the RNG) starts them from the same weights
+    models = [_model(cfg) for _ in cfg.noise_stds]
     curves = []
-    for noise_std in cfg.noise_stds:
-        model, losses = _train(cfg, noise_std, run_dir, smoke)
+    for noise_std, model in zip(cfg.noise_stds, models):
+        losses = _train(cfg, model, noise_std, RunDir.create(NAME, run_dir.path / f"sigma{noise_std:g}"))
         atomic_save_safetensors(run_dir.file(f"model_sigma{noise_std:g}.safetensors"), model.state_dict())
         ev = _evaluate(cfg, model, noise_std)
         ev["probe_r2"] = _probes(cfg, model, noise_std)
@@ -294,13 +356,17 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _report(run_dir: RunDir) -> str:
-    return report_from_summary(run_dir, format_summary)
+def report(run_dir: RunDir) -> str:
+    return format_summary(run_dir.read_summary())
 
 
 RECIPE = Recipe(
-    name="icl-algorithms",
+    name=NAME,
     help="transformer ICL vs OLS / ridge / GD: SPD, ILWD and probes (Akyürek et al.)",
+    config=Config,
+    presets={"default": Config, "smoke": _smoke},
     run=run,
-    report=_report,
+    report=report,
+    check=check,
+    resume_may_change=("checkpoint_every",),
 )

@@ -11,30 +11,38 @@ Three parts:
     prompt, ``~ 1 - 1/kappa`` with ``kappa = ((1 + sqrt(d/n)) / (1 - sqrt(d/n)))^2``; with the
     per-prompt optimal step it is ``(kappa - 1) / (kappa + 1)``;
 (c) training: a looped LSA trained with the loss on its last loops (Yang et al. 2023), evaluated at
-    more loops than it was trained with, next to GD with its own learned preconditioner.
+    more loops than it was trained with, next to GD with its own learned preconditioner. The
+    training keeps its checkpoint and per-step losses in ``trained/``, so ``--resume`` continues it.
+
+    linearlab run icl-looped [--smoke] [--set ratios=1.5,2,4,8 --set train_steps=2000]
 """
 
 from __future__ import annotations
 
-import argparse
-import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from linearlab.analysis.icl_learners import gd, ols
+from linearlab.analysis.icl_theory import marchenko_pastur_gd_rates
+from linearlab.lab.tables import fmt
 from linearlab.models.looped import LoopedLSA, looped_loss
 from linearlab.recipes import Recipe
-from linearlab.recipes._theory_common import cosine_lr, fmt, progress, report_from_summary, setup
 from linearlab.runs import RunDir
-from linearlab.tasks.icl import ICLTask
-from linearlab.tasks.icl_reference import gd, ols
+from linearlab.tasks.icl import ICLTask, PromptStream
+from linearlab.train import TrainConfig, train
+
+NAME = "icl-looped"
 
 
 @dataclass
 class Config:
+    """Everything ``linearlab run icl-looped`` does; override fields with ``--set name=value``."""
+
     d: int = 10
-    ratios: list[float] = field(default_factory=lambda: [1.5, 2.0, 4.0, 8.0])
+    ratios: list[float] = field(default_factory=lambda: [1.5, 2.0, 4.0, 8.0])  # n / d, each > 1
     loops: int = 40
     prompts: int = 400
     construction_loops: int = 50
@@ -45,13 +53,33 @@ class Config:
     train_last: int = 10  # loss on the last `train_last` loops (all of them by default)
     train_steps: int = 800
     batch_size: int = 256
-    lr: float = 2e-3
+    lr: float = 2e-3  # Adam, 5% warm-up then cosine decay to zero
     eval_loops: int = 30
     eval_prompts: int = 4000
+    checkpoint_every: int = 100
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("d", "loops", "prompts", "construction_loops", "train_d", "train_n", "train_loops",
+                     "train_steps", "batch_size", "eval_loops", "eval_prompts"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.ratios or any(int(round(r * self.d)) <= self.d for r in self.ratios):
+            raise ValueError(
+                f"ratios: expected n/d ratios with round(ratio * d) > d = {self.d} (more examples than "
+                f"dimensions), got {self.ratios}"
+            )
+        if not 1 <= self.train_last <= self.train_loops:
+            raise ValueError(f"train_last: expected 1..train_loops={self.train_loops}, got {self.train_last}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if self.checkpoint_every < 0:
+            raise ValueError(
+                f"checkpoint_every: must be >= 0 (0: no checkpoints), got {self.checkpoint_every}"
+            )
 
-def _smoke(cfg: Config) -> Config:
+
+def _smoke() -> Config:
     return Config(
         ratios=[2.0, 8.0],
         loops=15,
@@ -66,7 +94,7 @@ def _smoke(cfg: Config) -> Config:
 
 def _looped_weights(model: LoopedLSA, x: torch.Tensor, y: torch.Tensor, loops: int) -> torch.Tensor:
     """Implicit weights after each loop: querying the basis vectors e_1..e_d reads ``w_t`` off
-    the predictions. Returns ``[loops, B, d]``."""
+    the predictions. ``x: [B, n, d]``, ``y: [B, n]`` -> ``[loops, B, d]``."""
     B, _, d = x.shape
     basis = torch.eye(d, dtype=x.dtype).expand(B, d, d)
     with torch.no_grad():
@@ -74,7 +102,7 @@ def _looped_weights(model: LoopedLSA, x: torch.Tensor, y: torch.Tensor, loops: i
 
 
 def _fitted_rate(err: torch.Tensor) -> torch.Tensor:
-    """Per-prompt geometric rate from a log-linear fit over the second half of ``err: [T, B]``."""
+    """Per-prompt geometric rate from a log-linear fit over the second half of ``err: [T, B]`` -> ``[B]``."""
     T = err.shape[0]
     t = torch.arange(T // 2, T, dtype=torch.float64)
     le = err[T // 2 :].double().clamp_min(1e-300).log()
@@ -98,10 +126,8 @@ def _part_efficiency(cfg: Config, run_dir: RunDir) -> tuple[list[dict[str, Any]]
     rows, curves = [], {}
     for i, r in enumerate(cfg.ratios):
         n = int(round(r * cfg.d))
-        q = math.sqrt(cfg.d / n)
-        lam_plus, lam_minus = (1 + q) ** 2, (1 - q) ** 2
-        kappa_mp = lam_plus / lam_minus
-        eta = 1.0 / lam_plus
+        mp = marchenko_pastur_gd_rates(cfg.d, n)
+        eta = mp["eta_fixed"]
         b = ICLTask(cfg.d, n, seed=cfg.seed + 100 + i).sample(cfg.prompts)
         w_ols = ols(b.x.double(), b.y.double())
         model = LoopedLSA.from_gd(cfg.d, lr=eta, n_loops=cfg.loops)
@@ -120,14 +146,14 @@ def _part_efficiency(cfg: Config, run_dir: RunDir) -> tuple[list[dict[str, Any]]
             "ratio": r,
             "n": n,
             "eta_fixed": eta,
-            "kappa_mp": kappa_mp,
+            "kappa_mp": mp["kappa_mp"],
             "kappa_median": float(kappa.median()),
             "rate_fixed_measured": float(_fitted_rate(err_loop).median()),
             "rate_fixed_theory_per_prompt": float(rate_theory.median()),
-            "rate_fixed_theory_mp": 1 - 1 / kappa_mp,
+            "rate_fixed_theory_mp": mp["rate_fixed"],
             "rate_opt_measured": float(_fitted_rate(err_opt).median()),
             "rate_opt_theory_per_prompt": float(((kappa - 1) / (kappa + 1)).median()),
-            "rate_opt_theory_mp": (kappa_mp - 1) / (kappa_mp + 1),
+            "rate_opt_theory_mp": mp["rate_opt"],
             "log10_err_loop": {
                 str(t): float(err_loop[t - 1].median().log10())
                 for t in (1, 10, 20, cfg.loops)
@@ -141,27 +167,54 @@ def _part_efficiency(cfg: Config, run_dir: RunDir) -> tuple[list[dict[str, Any]]
     return rows, curves
 
 
-def _part_trained(cfg: Config, run_dir: RunDir, smoke: bool) -> tuple[dict[str, Any], list[float]]:
+def _train_config(cfg: Config) -> TrainConfig:
+    """Adam (AdamW without decay), 5% warm-up, cosine to zero, clipping at 1 (a looped product can
+    blow up early on); every step logged."""
+    return TrainConfig(
+        steps=cfg.train_steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        optimizer="adamw",
+        weight_decay=0.0,
+        betas=(0.9, 0.999),
+        warmup_steps=cfg.train_steps // 20,
+        min_lr_ratio=0.0,
+        grad_clip=1.0,
+        log_every=1,
+        checkpoint_every=cfg.checkpoint_every,
+        seed=cfg.seed,
+        progress=sys.stderr.isatty(),
+    )
+
+
+def _loss_curve(folder: RunDir) -> list[float]:
+    """Every step's training loss from ``folder``'s metrics (steps redone after a resume are logged
+    twice, with the same value: the later record wins)."""
+    by_step = {r["step"]: r["loss"] for r in folder.read_metrics() if "loss" in r}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _part_trained(cfg: Config, run_dir: RunDir) -> tuple[dict[str, Any], list[float]]:
     d, n = cfg.train_d, cfg.train_n
     task = ICLTask(d, n + 1, seed=cfg.seed + 7)
+    # drawn from the global RNG after parts (a) and (b) (their hand-set blocks draw too), as before
+    # the recipe moved onto the shared training loop
     model = LoopedLSA(d, cfg.train_loops)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    losses = []
-    for step in progress(range(cfg.train_steps), smoke, "looped LSA"):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.train_steps, cfg.lr, warmup=cfg.train_steps // 20)
-        b = task.sample(cfg.batch_size)
-        preds = model(b.x[:, :n], b.y[:, :n], b.x[:, n:])
-        loss = looped_loss(preds, b.y[:, n:], last=cfg.train_last)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"looped LSA training diverged at step {step}; lower lr (now {cfg.lr})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # a looped product can blow up early on
-        opt.step()
-        losses.append(loss.item())
-        if step % 100 == 0 or step == cfg.train_steps - 1:
-            run_dir.log_metrics({"part": "trained", "step": step, "loss": losses[-1]})
+
+    def loss_fn(m: LoopedLSA, batch: tuple[torch.Tensor, torch.Tensor]):
+        x, y = batch
+        return looped_loss(m(x[:, :n], y[:, :n], x[:, n:]), y[:, n:], last=cfg.train_last), {}
+
+    folder = RunDir.create(NAME, run_dir.path / "trained")
+    train(
+        model,
+        PromptStream(task, cfg.batch_size),
+        loss_fn,
+        _train_config(cfg),
+        run_dir=folder,
+        resume=True,
+        desc="looped LSA",
+    )
     b = ICLTask(d, n + 1, seed=cfg.seed + 20_000).sample(cfg.eval_prompts)
     xc, yc, xq, yq = b.x[:, :n], b.y[:, :n], b.x[:, n:], b.y[:, n:]
     with torch.no_grad():
@@ -172,6 +225,7 @@ def _part_trained(cfg: Config, run_dir: RunDir, smoke: bool) -> tuple[dict[str, 
     gamma = -model.block.preconditioner.double().T
     w_gd = gd(xc.double(), yc.double(), cfg.eval_loops, 1.0, preconditioner=gamma, return_trajectory=True)[1:]
     mse_gd = ((torch.einsum("tbd,bmd->tbm", w_gd, xq.double()) - yq.double()) ** 2).mean(dim=(1, 2))
+    losses = _loss_curve(folder)
     summary = {
         "train_d": d,
         "train_n": n,
@@ -182,18 +236,21 @@ def _part_trained(cfg: Config, run_dir: RunDir, smoke: bool) -> tuple[dict[str, 
         "trained_gamma_offdiag_over_diag": float(
             (gamma - torch.diag(torch.diagonal(gamma))).abs().max() / torch.diagonal(gamma).abs().mean()
         ),
+        "final_train_loss": losses[-1],
     }
     return summary, losses
 
 
-def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
-    cfg = setup(args, run_dir, Config(), _smoke)
-    smoke = bool(args.smoke)
+def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    # the models move tiny tensors: extra intra-op threads only add synchronisation, and on a shared
+    # machine their spin-waiting costs several times the work itself
+    torch.set_num_threads(1)
     summary: dict[str, Any] = {"d": cfg.d, "loops": cfg.loops}
     summary.update(_part_construction(cfg))
     rows, curves = _part_efficiency(cfg, run_dir)
     summary["efficiency"] = rows
-    trained, losses = _part_trained(cfg, run_dir, smoke)
+    trained, losses = _part_trained(cfg, run_dir)
     summary.update(trained)
     _plot(run_dir, cfg, curves, trained, losses)
     print(format_summary(summary))
@@ -252,7 +309,7 @@ def format_summary(s: dict[str, Any]) -> str:
         )
     m, g = s["trained_mse_by_loop"], s["gd_same_gamma_mse_by_loop"]
     b = s["train_loops"]
-    picks = sorted({1, 2, 5, b, min(2 * b, len(m)), len(m)})
+    picks = sorted({1, 2, 5, b, min(2 * b, len(m)), len(m)} & set(range(1, len(m) + 1)))
     lines.append(
         f"(c) trained looped LSA d={s['train_d']} n={s['train_n']} trained with {b} loops; Gamma diag mean "
         f"{fmt(s['trained_gamma_diag_mean'])}, max|offdiag|/diag {fmt(s['trained_gamma_offdiag_over_diag'])}"
@@ -263,13 +320,16 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _report(run_dir: RunDir) -> str:
-    return report_from_summary(run_dir, format_summary)
+def report(run_dir: RunDir) -> str:
+    return format_summary(run_dir.read_summary())
 
 
 RECIPE = Recipe(
-    name="icl-looped",
+    name=NAME,
     help="looped linear transformer = multi-step GD, geometric decay with n = O(d) (Chen et al.)",
+    config=Config,
+    presets={"default": Config, "smoke": _smoke},
     run=run,
-    report=_report,
+    report=report,
+    resume_may_change=("checkpoint_every",),
 )

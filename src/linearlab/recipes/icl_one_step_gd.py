@@ -7,70 +7,134 @@ one preconditioned step with ``Gamma* = ((n+1)/n S + (tr S + sigma^2)/n I)^{-1}`
 
 Prints, measured vs theory: test MSE, slope and R^2 of the LSA prediction regressed on the plain
 one-step-GD prediction, the effective preconditioner ``Gamma`` against ``eta* I`` and, for an
-anisotropic covariance, against ``Gamma*``.
+anisotropic covariance, against ``Gamma*``. Each training (``isotropic/``, ``anisotropic/``) keeps
+its checkpoint and per-step losses in its own folder, so ``--resume`` continues it.
+
+    linearlab run icl-one-step-gd [--smoke] [--set steps=8000 --set anisotropic=false]
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from linearlab.analysis.icl_theory import one_step_mse, optimal_one_step_lr, optimal_preconditioner
+from linearlab.lab.tables import fmt
 from linearlab.models.icl import LinearSelfAttention
 from linearlab.recipes import Recipe
-from linearlab.recipes._theory_common import cosine_lr, fmt, progress, report_from_summary, setup
 from linearlab.runs import RunDir
-from linearlab.tasks.icl import ICLTask
-from linearlab.tasks.icl_reference import one_step_mse, optimal_one_step_lr, optimal_preconditioner
+from linearlab.tasks.icl import ICLTask, PromptStream
+from linearlab.train import TrainConfig, train
+
+NAME = "icl-one-step-gd"
 
 
 @dataclass
 class Config:
+    """Everything ``linearlab run icl-one-step-gd`` does; override fields with ``--set name=value``."""
+
     d: int = 5
-    n: int = 20
+    n: int = 20  # context examples per prompt (one more point is the query)
     noise_std: float = 0.0
     steps: int = 4000
     batch_size: int = 1024
-    lr: float = 1e-3
+    lr: float = 1e-3  # Adam, cosine decay to zero (a decayed rate lets Adam settle on the optimum)
     init_scale: float = 0.002
     eval_prompts: int = 10000
     anisotropic: bool = True  # also train on x ~ N(0, diag(linspace(cov_min, cov_max, d)))
     cov_min: float = 1.0
     cov_max: float = 4.0
+    checkpoint_every: int = 100
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("d", "n", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.eval_prompts < 2:
+            raise ValueError(f"eval_prompts: must be >= 2 (R^2 needs a spread), got {self.eval_prompts}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if self.noise_std < 0 or self.init_scale < 0:
+            raise ValueError(
+                f"noise_std, init_scale: must be >= 0, got {self.noise_std} and {self.init_scale}"
+            )
+        if not 0 < self.cov_min <= self.cov_max:
+            raise ValueError(
+                f"cov_min, cov_max: expected 0 < cov_min <= cov_max, got {self.cov_min} and {self.cov_max}"
+            )
+        if self.checkpoint_every < 0:
+            raise ValueError(
+                f"checkpoint_every: must be >= 0 (0: no checkpoints), got {self.checkpoint_every}"
+            )
 
-def _smoke(cfg: Config) -> Config:
+
+def _smoke() -> Config:
     return Config(steps=200, batch_size=256, lr=1e-2, eval_prompts=1000)
 
 
-def _train(cfg: Config, covariance: torch.Tensor | None, run_dir: RunDir, tag: str, smoke: bool) -> tuple:
-    task = ICLTask(cfg.d, cfg.n + 1, cfg.noise_std, covariance=covariance, seed=cfg.seed)
-    model = LinearSelfAttention(cfg.d, init_scale=cfg.init_scale)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    losses = []
-    for step in progress(range(cfg.steps), smoke, f"LSA {tag}"):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
-        b = task.sample(cfg.batch_size)
-        pred = model.predict(b.x[:, : cfg.n], b.y[:, : cfg.n], b.x[:, cfg.n :])
-        loss = ((pred - b.y[:, cfg.n :]) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if step % 100 == 0 or step == cfg.steps - 1:
-            run_dir.log_metrics({"run": tag, "step": step, "loss": losses[-1]})
+def _train_config(cfg: Config) -> TrainConfig:
+    """Adam (AdamW without decay), cosine to zero, no warm-up, no clipping; every step logged."""
+    return TrainConfig(
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        optimizer="adamw",
+        weight_decay=0.0,
+        betas=(0.9, 0.999),
+        warmup_steps=0,
+        min_lr_ratio=0.0,
+        grad_clip=0.0,
+        log_every=1,
+        checkpoint_every=cfg.checkpoint_every,
+        seed=cfg.seed,
+        progress=sys.stderr.isatty(),
+    )
+
+
+def _loss_curve(folder: RunDir) -> list[float]:
+    """Every step's training loss from ``folder``'s metrics (steps redone after a resume are logged
+    twice, with the same value: the later record wins)."""
+    by_step = {r["step"]: r["loss"] for r in folder.read_metrics() if "loss" in r}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _train(
+    cfg: Config, model: LinearSelfAttention, covariance: torch.Tensor | None, folder: RunDir, tag: str
+) -> tuple[list[float], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Train ``model`` on fresh prompts, then predict on held-out ones.
+
+    Returns the loss curve, the LSA predictions ``[eval_prompts]``, the plain one-step-GD
+    predictions ``(1/n) sum_i y_i x_i^T x_q`` ``[eval_prompts]`` and the query labels ``[eval_prompts]``.
+    """
+    n = cfg.n
+    task = ICLTask(cfg.d, n + 1, cfg.noise_std, covariance=covariance, seed=cfg.seed)
+
+    def loss_fn(m: LinearSelfAttention, batch: tuple[torch.Tensor, torch.Tensor]):
+        x, y = batch
+        pred = m.predict(x[:, :n], y[:, :n], x[:, n:])
+        return ((pred - y[:, n:]) ** 2).mean(), {}
+
+    train(
+        model,
+        PromptStream(task, cfg.batch_size),
+        loss_fn,
+        _train_config(cfg),
+        run_dir=folder,
+        resume=True,
+        desc=f"LSA {tag}",
+    )
     # evaluation on fresh prompts from a different seed
-    eval_task = ICLTask(cfg.d, cfg.n + 1, cfg.noise_std, covariance=covariance, seed=cfg.seed + 10_000)
+    eval_task = ICLTask(cfg.d, n + 1, cfg.noise_std, covariance=covariance, seed=cfg.seed + 10_000)
     b = eval_task.sample(cfg.eval_prompts)
-    xc, yc, xq, yq = b.x[:, : cfg.n], b.y[:, : cfg.n], b.x[:, cfg.n :], b.y[:, cfg.n :]
+    xc, yc, xq, yq = b.x[:, :n], b.y[:, :n], b.x[:, n:], b.y[:, n:]
     with torch.no_grad():
         pred = model.predict(xc, yc, xq).squeeze(-1)
     gd_plain = ((yc.unsqueeze(-1) * xc).mean(1) * xq.squeeze(1)).sum(-1)  # (1/n) sum_i y_i x_i^T x_q
-    return model, losses, pred, gd_plain, yq.squeeze(-1)
+    return _loss_curve(folder), pred, gd_plain, yq.squeeze(-1)
 
 
 def _fit_line(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -87,14 +151,21 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b / (a.norm() * b.norm()))
 
 
-def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
-    cfg = setup(args, run_dir, Config(), _smoke)
-    smoke = bool(args.smoke)
-    noise_var = cfg.noise_std**2
-    eta = optimal_one_step_lr(cfg.n, cfg.d, noise_var)
-    model, losses, pred, gd_plain, yq = _train(cfg, None, run_dir, "isotropic", smoke)
+def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    # the models move tiny tensors: extra intra-op threads only add synchronisation, and on a shared
+    # machine their spin-waiting costs several times the work itself
+    torch.set_num_threads(1)
+    d, noise_var = cfg.d, cfg.noise_std**2
+    eta = optimal_one_step_lr(cfg.n, d, noise_var)
+    # both models are drawn from the seeded global RNG before any training, in this order, so a
+    # resumed run (whose checkpoint restores the RNG) starts them from the same weights
+    model = LinearSelfAttention(d, init_scale=cfg.init_scale)
+    model_a = LinearSelfAttention(d, init_scale=cfg.init_scale) if cfg.anisotropic else None
+    losses, pred, gd_plain, yq = _train(
+        cfg, model, None, RunDir.create(NAME, run_dir.path / "isotropic"), "isotropic"
+    )
     gamma = model.preconditioner.double()
-    d = cfg.d
     diag = torch.diagonal(gamma)
     off = gamma - torch.diag(diag)
     slope, r2 = _fit_line(gd_plain, pred)
@@ -113,12 +184,14 @@ def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
         "gamma_rel_err_vs_eta_I": float((gamma - eta * torch.eye(d)).norm() / (eta * torch.eye(d)).norm()),
         "w_pv_x_part_norm": float(model.w_pv[d, :d].detach().norm()),
         "w_pv_yy": float(model.w_pv[d, d].detach()),
+        "final_train_loss": losses[-1],
     }
     figures = [("isotropic", losses, pred, gd_plain, gamma, eta * torch.eye(d), summary["theory_mse"])]
-    if cfg.anisotropic:
+    if model_a is not None:
         cov = torch.diag(torch.linspace(cfg.cov_min, cfg.cov_max, d, dtype=torch.float64))
         target = optimal_preconditioner(cov, cfg.n, noise_var)
-        model_a, losses_a, pred_a, gd_a, yq_a = _train(cfg, cov.float(), run_dir, "anisotropic", smoke)
+        folder = RunDir.create(NAME, run_dir.path / "anisotropic")
+        losses_a, pred_a, gd_a, yq_a = _train(cfg, model_a, cov.float(), folder, "anisotropic")
         gamma_a = model_a.preconditioner.double()
         summary.update(
             {
@@ -130,6 +203,7 @@ def run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
                 "aniso_theory_mse": one_step_mse(cov, target, cfg.n, noise_var),
                 "aniso_gamma_diag": torch.diagonal(gamma_a).tolist(),
                 "aniso_theory_diag": torch.diagonal(target).tolist(),
+                "aniso_final_train_loss": losses_a[-1],
             }
         )
         figures.append(("anisotropic", losses_a, pred_a, gd_a, gamma_a, target, summary["aniso_theory_mse"]))
@@ -193,13 +267,16 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _report(run_dir: RunDir) -> str:
-    return report_from_summary(run_dir, format_summary)
+def report(run_dir: RunDir) -> str:
+    return format_summary(run_dir.read_summary())
 
 
 RECIPE = Recipe(
-    name="icl-one-step-gd",
+    name=NAME,
     help="one-layer linear self-attention learns one step of (preconditioned) GD (Mahankali et al.)",
+    config=Config,
+    presets={"default": Config, "smoke": _smoke},
     run=run,
-    report=_report,
+    report=report,
+    resume_may_change=("checkpoint_every",),
 )

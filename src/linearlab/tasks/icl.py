@@ -7,19 +7,24 @@ Function classes (Garg et al. 2022; Akyürek et al. 2022; Mahankali et al. 2023)
 - ``"relu2"``: a random two-layer ReLU net ``y = sqrt(2 / hidden) * a^T relu(U x)`` with ``U, a ~ N(0, 1)``.
 
 Inputs are ``x ~ N(0, I_d)`` or ``x ~ N(0, covariance)``. Batches are generated on the fly from the
-task's own seeded ``torch.Generator``, so two tasks built with the same seed give the same stream.
+task's own seeded ``torch.Generator``, so two tasks built with the same seed give the same stream;
+``state_dict`` / ``load_state_dict`` save and restore the stream's position, which is how
+:class:`PromptStream` (the training loop's batch source) resumes exactly.
 
 Example:
     >>> task = ICLTask(d=5, n_points=21, noise_std=0.0, seed=0)
     >>> batch = task.sample(64)          # batch.x: [64, 21, 5], batch.y: [64, 21], batch.w: [64, 5]
     >>> ctx_x, ctx_y = batch.x[:, :20], batch.y[:, :20]
+    >>> batches = PromptStream(task, batch_size=64)   # linearlab.train.train(model, batches, ...)
 """
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -125,6 +130,47 @@ class ICLTask:
         """An endless stream of ``sample(batch_size, n_points)``."""
         while True:
             yield self.sample(batch_size, n_points)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's position as JSON values (the state bytes in base64)."""
+        state = self.generator.get_state().numpy().tobytes()
+        return {"generator": base64.b64encode(state).decode("ascii")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the stream from a :meth:`state_dict`: the next ``sample`` is the one that followed it."""
+        try:
+            raw = base64.b64decode(state["generator"], validate=True)
+            self.generator.set_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"state: expected {{'generator': <base64 generator state>}}, got {state!r:.80} ({err})"
+            ) from None
+
+
+class PromptStream:
+    """The batch source of a training loop: ``stream(step) -> (x [B, N, d], y [B, N])``, the next
+    ``task.sample(batch_size)`` on every call.
+
+    Batches come from the task's generator in call order, not from the step number, so the stream
+    carries its position in ``state_dict`` / ``load_state_dict`` (JSON values): ``linearlab.train.train``
+    stores it in every checkpoint, and a resumed run draws exactly the batches an uninterrupted one
+    would have drawn.
+    """
+
+    def __init__(self, task: ICLTask, batch_size: int) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        self.task, self.batch_size = task, batch_size
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.task.sample(self.batch_size)
+        return batch.x, batch.y
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.task.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.task.load_state_dict(state)
 
 
 def _check_covariance(cov: torch.Tensor, d: int) -> torch.Tensor:

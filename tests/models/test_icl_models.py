@@ -1,11 +1,14 @@
+"""In-context regression models: linear self-attention as one GD step, the GPT-2 style regressor."""
+
+import math
+
 import pytest
 import torch
 
-from linearlab.layers.registry import list_mixers
-from linearlab.models.icl import ICLTransformer, LinearSelfAttention, build_lsa_tokens, interleave
-from linearlab.models.looped import LoopedLSA, looped_loss
+from linearlab.analysis.icl_learners import gd, predict
+from linearlab.layers import list_mixers
+from linearlab.models.icl import GPT2Block, ICLTransformer, LinearSelfAttention, build_lsa_tokens, interleave
 from linearlab.tasks.icl import ICLTask
-from linearlab.tasks.icl_reference import gd, predict
 
 
 def _prompts(d=4, n=10, m=3, batch=8, seed=0):
@@ -41,28 +44,6 @@ def test_lsa_label_only_masks_the_input_rows():
     out = lsa(z, x.shape[1])
     torch.testing.assert_close(out[..., :3], z[..., :3])
     assert (lsa.effective_w_pv[:3] == 0).all() and (lsa.effective_w_pv[3] != 0).all()
-
-
-def test_looped_block_set_by_hand_runs_k_gd_steps():
-    x, y, _ = _prompts(d=5, n=15)
-    basis = torch.eye(5, dtype=torch.float64).expand(8, 5, 5)
-    for p in (None, torch.diag(torch.tensor([1.0, 0.5, 2.0, 1.0, 0.7]))):
-        model = LoopedLSA.from_gd(5, lr=0.4, n_loops=20, preconditioner=p)
-        w_loop = model(x, y, basis).detach()  # querying e_1..e_d reads the implicit weights
-        w_gd = gd(x, y, 20, 0.4, preconditioner=None if p is None else p.double(), return_trajectory=True)[1:]
-        assert w_loop.shape == (20, 8, 5)
-        assert float((w_loop - w_gd).abs().max()) < 1e-6
-
-
-def test_looped_loss_uses_the_last_loops():
-    preds = torch.stack([torch.full((2, 3), v) for v in (3.0, 2.0, 1.0)])
-    target = torch.zeros(2, 3)
-    assert float(looped_loss(preds, target, last=1)) == pytest.approx(1.0)
-    assert float(looped_loss(preds, target)) == pytest.approx((9 + 4 + 1) / 3)
-    with pytest.raises(ValueError, match=r"last: expected an integer in \[1, 3\], got 4"):
-        looped_loss(preds, target, last=4)
-    with pytest.raises(ValueError, match=r"preds: expected \[b, \*y_query.shape\]"):
-        looped_loss(preds, torch.zeros(3, 2))
 
 
 def test_transformer_is_causal_and_predict_query_matches_forward():
@@ -114,8 +95,8 @@ def test_transformer_with_registry_mixer_is_causal(name):
             "n_context: expected an integer in [1, T=5], got 6",
         ),
         (lambda: LinearSelfAttention.from_gd(3, 0.1, torch.eye(2)), "preconditioner: expected shape [3, 3]"),
-        (lambda: LoopedLSA(3, 0), "n_loops: expected an integer >= 1, got 0"),
-        (lambda: ICLTransformer(3, mixer="nope"), "mixer: unknown mixer 'nope'"),
+        (lambda: ICLTransformer(3, mixer="nope"), "mixer: unknown mixer 'nope'; choose 'builtin'"),
+        (lambda: ICLTransformer(3, d_model=10, num_heads=4), "num_heads: 4 does not divide d_model=10"),
         (lambda: ICLTransformer(3, n_layers=0), "n_layers: expected an integer >= 1, got 0"),
         (
             lambda: ICLTransformer(3, max_points=2)(torch.zeros(1, 3, 3), torch.zeros(1, 3)),
@@ -141,7 +122,26 @@ def test_bad_arguments(call, message):
     assert message in str(err.value)
 
 
-def test_builtin_attention_rejects_state():
-    attn = ICLTransformer(3, d_model=8).blocks[0].mixer
-    with pytest.raises(ValueError, match="state: CausalSoftmaxAttention keeps no state"):
-        attn(torch.zeros(1, 2, 8), state={"x": 1})
+def test_builtin_block_is_gpt2_causal_softmax_attention():
+    """The built-in mixer written out by hand: biased q/k/v, softmax over earlier tokens, biased output."""
+    block = GPT2Block(8, "builtin", num_heads=2, mlp_ratio=4).eval()
+    h = torch.randn(3, 5, 8)
+    x = block.norm1(h)
+    q, k, v = block.qkv(x).reshape(3, 5, 3, 2, 4).permute(2, 0, 3, 1, 4)  # [3, B, H, T, 4]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(4)
+    scores = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
+    attn = (scores.softmax(-1) @ v).transpose(1, 2).reshape(3, 5, 8)
+    h1 = h + block.out(attn)
+    expected = h1 + block.mlp(block.norm2(h1))
+    with torch.no_grad():
+        torch.testing.assert_close(block(h), expected, atol=1e-6, rtol=1e-5)
+    assert block.qkv.bias is not None and block.mixer is None
+    assert sum(p.numel() for p in block.parameters()) == 2 * 16 + (8 * 24 + 24) + (8 * 8 + 8) + (
+        8 * 32 + 32
+    ) + (32 * 8 + 8)
+
+
+def test_registered_mixer_block_uses_the_registry():
+    block = GPT2Block(8, "softmax", num_heads=2, mlp_ratio=2, mixer_kwargs={"num_heads": 2, "rope": False})
+    assert block.mixer is not None and block.mixer.mixer_name == "softmax" and block.qkv is None
+    assert block(torch.randn(2, 4, 8)).shape == (2, 4, 8)

@@ -1,7 +1,11 @@
+"""In-context regression prompts: seeded streams, targets, covariance and the resumable batch source."""
+
+import json
+
 import pytest
 import torch
 
-from linearlab.tasks.icl import ICLTask
+from linearlab.tasks.icl import ICLTask, PromptStream
 
 
 def test_same_seed_same_stream_and_shapes():
@@ -68,3 +72,29 @@ def test_bad_batch_size():
         ICLTask(2, 3).sample(0)
     with pytest.raises(ValueError, match="n_points: expected an integer >= 1, got -1"):
         ICLTask(2, 3).sample(2, n_points=-1)
+
+
+def test_prompt_stream_resumes_exactly_from_its_json_state():
+    """A stream restored from a JSON round trip of its state continues with the very batches the
+    uninterrupted stream draws next (what a resumed training sees)."""
+    whole = PromptStream(ICLTask(3, 5, noise_std=0.1, seed=7), batch_size=4)
+    batches = [whole(step) for step in range(6)]
+    first = PromptStream(ICLTask(3, 5, noise_std=0.1, seed=7), batch_size=4)
+    for step in range(3):
+        first(step)
+    state = json.loads(json.dumps(first.state_dict()))
+    resumed = PromptStream(ICLTask(3, 5, noise_std=0.1, seed=123), batch_size=4)  # another seed: overwritten
+    resumed.load_state_dict(state)
+    for step in range(3, 6):
+        x, y = resumed(step)
+        assert torch.equal(x, batches[step][0]) and torch.equal(y, batches[step][1])
+        assert x.shape == (4, 5, 3) and y.shape == (4, 5)
+
+
+def test_bad_stream_state_and_batch_size():
+    with pytest.raises(ValueError, match="state: expected"):
+        ICLTask(2, 3).load_state_dict({"generator": "AAAA"})
+    with pytest.raises(ValueError, match="state: expected"):
+        ICLTask(2, 3).load_state_dict({})
+    with pytest.raises(ValueError, match="batch_size: expected an integer >= 1, got 0"):
+        PromptStream(ICLTask(2, 3), 0)

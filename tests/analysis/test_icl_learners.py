@@ -1,18 +1,10 @@
+"""Reference in-context learners: exactness, stationarity, limits and GD's trajectory."""
+
 import pytest
 import torch
 
+from linearlab.analysis.icl_learners import bayes_ridge, gd, ols, predict, ridge
 from linearlab.tasks.icl import ICLTask
-from linearlab.tasks.icl_reference import (
-    bayes_ridge,
-    gd,
-    ols,
-    one_step_mse,
-    optimal_one_step_lr,
-    optimal_one_step_mse,
-    optimal_preconditioner,
-    predict,
-    ridge,
-)
 
 
 def _prompts(d=4, n=12, batch=16, noise=0.0, seed=0):
@@ -83,38 +75,6 @@ def test_gd_trajectory_converges_to_ols():
     torch.testing.assert_close(traj[-1], ols(x, y), atol=1e-6, rtol=0)
 
 
-def test_optimal_one_step_closed_forms_against_monte_carlo():
-    d, n = 5, 20
-    eta = optimal_one_step_lr(n, d)
-    assert eta == pytest.approx(20 / 26)
-    assert optimal_one_step_mse(n, d) == pytest.approx(5 * 6 / 26)
-    assert one_step_mse(torch.eye(d), eta * torch.eye(d), n) == pytest.approx(optimal_one_step_mse(n, d))
-    b = ICLTask(d, n + 1, seed=4, dtype=torch.float64).sample(40000)
-    h = (b.x[:, :n] * b.y[:, :n].unsqueeze(-1)).mean(1)
-    g1 = (h * b.x[:, n]).sum(-1)  # one GD step with eta = 1
-    yq = b.y[:, n]
-    slope = float((g1 * yq).sum() / (g1 * g1).sum())  # best eta fitted on the prompts
-    assert slope == pytest.approx(eta, abs=0.01)
-    assert float(((eta * g1 - yq) ** 2).mean()) == pytest.approx(optimal_one_step_mse(n, d), rel=0.03)
-
-
-def test_optimal_preconditioner_minimises_the_exact_loss():
-    cov = torch.diag(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
-    n, s2 = 10, 0.3
-    g = optimal_preconditioner(cov, n, s2)
-    best = one_step_mse(cov, g, n, s2)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(5):
-        assert (
-            one_step_mse(cov, g + 0.01 * torch.randn(3, 3, generator=gen, dtype=torch.float64), n, s2) > best
-        )
-    # Monte Carlo check of the exact loss on anisotropic prompts
-    b = ICLTask(3, n + 1, noise_std=s2**0.5, covariance=cov, seed=1, dtype=torch.float64).sample(40000)
-    h = (b.x[:, :n] * b.y[:, :n].unsqueeze(-1)).mean(1)
-    pred = (h @ g * b.x[:, n]).sum(-1)
-    assert float(((pred - b.y[:, n]) ** 2).mean()) == pytest.approx(best, rel=0.03)
-
-
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -127,7 +87,6 @@ def test_optimal_preconditioner_minimises_the_exact_loss():
         (lambda x, y: gd(x, y, 1, torch.ones(3)), "lr: expected a float or a [B=16] tensor, got shape (3,)"),
         (lambda x, y: gd(x, y, 1, 0.1, preconditioner=torch.eye(3)), "preconditioner: expected shape [4, 4]"),
         (lambda x, y: predict(torch.zeros(16, 3), x), "predict: expected w [B, d] and x_query [B, m, d]"),
-        (lambda x, y: optimal_one_step_lr(0, 3), "n and d: expected integers >= 1"),
     ],
 )
 def test_bad_arguments(call, message):
