@@ -2,6 +2,8 @@
 
 - Uninitialised memory is filled with NaN (``torch.empty`` & co.), so a kernel that reads memory it
   never wrote produces NaN and fails its parity test instead of passing by luck.
+- Hypothesis draws the same examples on every run (``derandomize``), so CI cannot fail on a draw a
+  local run never saw; widen ``max_examples`` locally to search further.
 - One intra-op thread per test process: the suite runs with ``pytest -n 2`` on 2 cores, and small
   ops are faster and more stable single-threaded.
 """
@@ -11,6 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+settings.register_profile("linearlab", derandomize=True)
+settings.load_profile("linearlab")
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.use_deterministic_algorithms(True, warn_only=True)

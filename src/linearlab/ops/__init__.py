@@ -29,6 +29,7 @@ _FAMILIES: dict[str, tuple[str, ...]] = {
         "fused_recurrent_gated_delta_rule",
         "naive_recurrent_gated_delta_rule",
     ),
+    "lolcats_attn": ("chunk_lolcats_attn", "fused_recurrent_lolcats_attn", "naive_lolcats_attn"),
     # the family folder is not called "attention": a subpackage of that name would shadow the op
     "softmax_attn": ("attention", "attention_step", "naive_attention"),
 }
