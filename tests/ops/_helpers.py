@@ -129,14 +129,12 @@ def assert_results_close(
     tol: float,
     what: str = "",
     nonzero: bool = True,
-    same_dtype: bool = True,
 ) -> None:
     """Every entry of ``got`` matches the reference ``ref`` (two :func:`run_op` results).
 
     Same names, None on both sides or neither, same dtype and shape, finite, and relative RMSE
     below ``tol``. With ``nonzero`` (the default) every reference entry must have a nonzero value,
     so no comparison passes vacuously; turn it off only where zeros are the right answer.
-    ``same_dtype=False`` skips the dtype check, for a reference known to return another dtype.
     """
     assert got.keys() == ref.keys(), f"{what}: results {sorted(got)} != reference {sorted(ref)}"
     for name, b in ref.items():
@@ -144,8 +142,7 @@ def assert_results_close(
         assert (a is None) == (b is None), f"{what} {name}: one side has no value"
         if b is None:
             continue
-        if same_dtype:
-            assert a.dtype == b.dtype, f"{what} {name}: dtype {a.dtype} != reference {b.dtype}"
+        assert a.dtype == b.dtype, f"{what} {name}: dtype {a.dtype} != reference {b.dtype}"
         if nonzero:
             assert b.abs().sum() > 0, f"{what} {name}: the reference is all zero (vacuous comparison)"
         assert_rel_close(a, b, tol, f"{what} {name}")

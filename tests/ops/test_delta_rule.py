@@ -124,9 +124,7 @@ def test_bfloat16_inputs_match_reference_and_keep_dtypes(family):
         got = run_op(op(family, form), x)
         assert got["o"].dtype == torch.bfloat16 and got["ht"].dtype == torch.float32
         assert got["dq"].dtype == torch.bfloat16 and got["dh0"].dtype == torch.float64
-        # the naive reference returns o in float32 for bfloat16 inputs (its loop rebinds q to the
-        # state dtype before ``o.to(q.dtype)``), so dtypes are checked above, values here
-        assert_results_close(got, ref, tol_for(torch.bfloat16), form, same_dtype=False)
+        assert_results_close(got, ref, tol_for(torch.bfloat16), form)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -28,6 +28,7 @@ def naive_core(
     B, T, H, K = q.shape
     V = v.shape[-1]
     dt = state_dtype(q)
+    out_dtype = q.dtype  # the inputs are cast to the state dtype below; the output keeps q's
     q, k, v, beta = (x.to(dt) for x in (q, k, v, beta))
     S = torch.zeros(B, H, K, V, dtype=dt, device=q.device) if initial_state is None else initial_state.to(dt)
     outs = []
@@ -38,7 +39,7 @@ def naive_core(
         u = beta[:, t, :, None] * (v[:, t] - pred)
         S = S + k[:, t, :, :, None] * u[:, :, None, :]
         outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))
-    o = torch.stack(outs, dim=1).to(q.dtype)
+    o = torch.stack(outs, dim=1).to(out_dtype)
     return o, (S if output_final_state else None)
 
 
