@@ -1,1 +1,30 @@
-"""linearlab.convert."""
+"""Model surgery, in place, in the style of torchao's ``quantize_(model, config, filter_fn)``.
+
+- :func:`linearize_` / :class:`LinearizeConfig`: softmax attention -> T2R, Hedgehog or LoLCATs
+  (Hugging Face Llama / Mistral / Qwen2 and linearlab's ``MixerLM``);
+- :func:`distill_attention`: stage 1, train the new feature maps (and window factors) to mimic
+  the softmax attention they replaced;
+- :func:`finetune_lora`: stage 2, next-token fine-tuning with LoRA from ``peft``, merged afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "LinearizeConfig": "linearlab.convert.linearize",
+    "linearize_": "linearlab.convert.linearize",
+    "linearized_modules": "linearlab.convert.linearize",
+    "StageResult": "linearlab.convert.distill",
+    "attention_agreement": "linearlab.convert.distill",
+    "distill_attention": "linearlab.convert.distill",
+    "finetune_lora": "linearlab.convert.lora",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'linearlab.convert' has no attribute {name!r}")

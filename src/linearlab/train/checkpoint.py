@@ -29,7 +29,19 @@ def save_checkpoint(
     ``extra`` holds further named tensors (e.g. the best weights of early stopping), stored under
     ``extra.<name>``.
     """
-    tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors: dict[str, torch.Tensor] = {}
+    # tied weights (e.g. input embedding = LM head) are one tensor under two names; safetensors
+    # refuses shared memory, so store it once and record the other names as aliases
+    aliases: dict[str, str] = {}
+    first_name: dict[tuple[int, tuple[int, ...]], str] = {}
+    for k, v in model.state_dict().items():
+        key = (v.untyped_storage().data_ptr(), tuple(v.shape)) if v.numel() else None
+        if key is not None and key in first_name:
+            aliases[k] = first_name[key]
+            continue
+        if key is not None:
+            first_name[key] = k
+        tensors[f"model.{k}"] = v
     for name, value in (extra or {}).items():
         tensors[f"extra.{name}"] = value
     opt = optimizer.state_dict()
@@ -47,6 +59,7 @@ def save_checkpoint(
         "param_groups": json.dumps(opt["param_groups"]),
         "optim_scalars": json.dumps(scalars),
         "trainer": json.dumps(trainer_state),
+        "aliases": json.dumps(aliases),
     }
     return atomic_save_safetensors(path, tensors, metadata=metadata)
 
@@ -81,6 +94,9 @@ def load_checkpoint(
             "delete it to restart this training from the beginning"
         ) from None
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    for alias, name in json.loads(metadata.get("aliases", "{}")).items():
+        if name in model_state:
+            model_state[alias] = model_state[name]
     _check_architecture(path, model, model_state)
     model.load_state_dict(model_state)
     if optimizer is not None:

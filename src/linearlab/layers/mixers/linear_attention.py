@@ -66,9 +66,11 @@ class LinearAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model, bias=False)
         self.v_proj = nn.Linear(d_model, d_model, bias=False)
         self.o_proj = nn.Linear(d_model, d_model, bias=False)
-        # separate maps for q and k (Hedgehog learns one per head for each)
-        self.q_map = create_feature_map(feature_map, self.head_dim, num_heads)
-        self.k_map = create_feature_map(feature_map, self.head_dim, num_heads)
+        # separate maps for q and k (Hedgehog learns one per head for each); a query's own
+        # stabiliser cancels only with the denominator, so without it q is treated like a key
+        q_role = "query" if normalize else "key"
+        self.q_map = create_feature_map(feature_map, self.head_dim, num_heads, role=q_role)
+        self.k_map = create_feature_map(feature_map, self.head_dim, num_heads, role="key")
 
     def forward(
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
