@@ -18,11 +18,13 @@ def test_linearize_smoke_through_cli(tmp_path):
     assert list(rows) == ["elu1", "hedgehog", "lolcats"]
     assert "stage1" not in rows["elu1"] and "stage1" in rows["lolcats"]
     for r in rows.values():
+        assert 0 <= r["recall_stage2"] <= 1
         # constant-size states beat the teacher's KV cache at the decode context
         assert 0 < r["state_bytes"] < teacher["state_bytes"]
         assert r["bpb_stage2"] < 8.0
         assert r["stage2"]["trainable"] < r["params"] * 0.5
     assert (out / "linearize_bits_per_byte.png").exists()
+    assert 0 <= teacher["recall"] <= 1
     assert (out / "lolcats" / "model" / "config.json").exists()  # the linearised model is saved
     # a finished run resumes without redoing anything and reports the same table
     assert main(["run", "linearize", "--resume", "--out", str(out)]) == 0

@@ -11,6 +11,7 @@ only feature maps and window factors) and LoRA fine-tuning
 (:func:`~linearlab.convert.finetune_lora`, rank 8 on q/k/v/o, merged). Two reference rows show
 what each stage buys: ``elu1`` (the parameter-free Katharopoulos map, no attention transfer
 possible) and ``lolcats_lora_only`` (LoLCATs' operator, LoRA without attention transfer).
+``liger`` and ``liger_gdn`` (Liger) add no parameters and train in one stage, LoRA only.
 
 The table: validation bits/byte of the teacher, and of each method right after the swap, after
 stage 1 and after stage 2; the fraction of the teacher gap closed; trainable parameters (% of
@@ -45,7 +46,9 @@ VARIANTS.register("t2r", ({"method": "t2r"}, True, True))
 VARIANTS.register("hedgehog", ({"method": "hedgehog"}, True, True))
 VARIANTS.register("lolcats", ({"method": "lolcats"}, True, True))
 VARIANTS.register("lolcats_lora_only", ({"method": "lolcats"}, False, True))
-DEFAULT_METHODS = "elu1,t2r,hedgehog,lolcats,lolcats_lora_only"
+VARIANTS.register("liger", ({"method": "liger"}, False, True))
+VARIANTS.register("liger_gdn", ({"method": "liger_gdn"}, False, True))
+DEFAULT_METHODS = "elu1,t2r,hedgehog,lolcats,lolcats_lora_only,liger,liger_gdn"
 SUPPORTED_TEACHERS = ("llama", "mistral", "qwen2")
 
 PAPER = (
@@ -76,6 +79,10 @@ class LinearizeExperiment:
     seq_len: int = 256
     batch_size: int = 8
     eval_windows: int = 32
+    # long-range recall rows mixed into every batch (keys far outside the softmax window)
+    recall_share: float = 0.25
+    recall_pairs: int = 4
+    recall_eval_rows: int = 64
     # linearisation
     window_size: int = 64
     distill_steps: int = 150
@@ -92,7 +99,8 @@ class LinearizeExperiment:
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "num_heads", "num_kv_heads", "mlp_hidden", "teacher_steps",
                      "max_bytes", "seq_len", "batch_size", "eval_windows", "distill_steps", "lora_steps",
-                     "lora_rank", "decode_context", "decode_tokens"):  # fmt: skip
+                     "lora_rank", "decode_context", "decode_tokens", "recall_pairs",
+                     "recall_eval_rows"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.window_size < 1 or self.window_size > self.seq_len:
@@ -101,6 +109,13 @@ class LinearizeExperiment:
             raise ValueError(
                 f"num_heads, num_kv_heads: need d_model % num_heads == 0 and num_heads % num_kv_heads == 0, "
                 f"got d_model={self.d_model}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}"
+            )
+        if not 0 <= self.recall_share < 1:
+            raise ValueError(f"recall_share: must be in [0, 1), got {self.recall_share}")
+        if self.recall_share > 0 and self.seq_len - 4 * self.recall_pairs <= self.window_size:
+            raise ValueError(
+                f"recall_pairs: the answers must lie beyond the window: need seq_len - 4 * recall_pairs "
+                f"> window_size, got {self.seq_len} - 4 * {self.recall_pairs} <= {self.window_size}"
             )
         for name in ("teacher_lr", "distill_lr", "lora_lr", "lora_alpha"):
             if not getattr(self, name) > 0:
@@ -126,6 +141,8 @@ def _smoke() -> LinearizeExperiment:
         lora_steps=8,
         decode_context=128,
         decode_tokens=4,
+        recall_pairs=2,
+        recall_eval_rows=8,
     )
 
 
@@ -139,6 +156,10 @@ class TokenData:
     train: torch.Tensor
     val: torch.Tensor
     bytes_per_token: float
+
+    @property
+    def byte_level(self) -> bool:
+        return self.bytes_per_token == 1.0
 
 
 def _load_data(exp: LinearizeExperiment) -> TokenData:
@@ -168,13 +189,46 @@ def _windows(data: torch.Tensor, count: int, length: int) -> torch.Tensor:
     return torch.stack([data[s : s + length] for s in starts.tolist()])
 
 
-def _batches(data: torch.Tensor, exp: LinearizeExperiment, salt: int):
+def _batches(data: TokenData, exp: LinearizeExperiment, salt: int):
+    """``step -> input_ids [batch_size, seq_len]``: text windows plus ``recall_share`` recall rows."""
+    from linearlab.tasks.long_recall import recall_rows
+
+    n_recall = round(exp.recall_share * exp.batch_size) if data.byte_level else 0
+
     def batch_fn(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(exp.seed * 1_000_003 + salt * 10_007 + step)
-        starts = torch.randint(0, data.numel() - exp.seq_len - 1, (exp.batch_size,), generator=gen)
-        return torch.stack([data[s : s + exp.seq_len] for s in starts.tolist()])
+        n_text = exp.batch_size - n_recall
+        starts = torch.randint(0, data.train.numel() - exp.seq_len - 1, (n_text,), generator=gen)
+        rows = [data.train[s : s + exp.seq_len] for s in starts.tolist()]
+        if n_recall:
+            recall, _ = recall_rows(data.train, n_recall, exp.seq_len, exp.recall_pairs, gen)
+            rows.extend(recall)
+        return torch.stack(rows)
 
     return batch_fn
+
+
+def _recall_set(exp: LinearizeExperiment, data: TokenData) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Held-out recall rows (filler from validation text), or None when recall is off."""
+    from linearlab.tasks.long_recall import recall_rows
+
+    if exp.recall_share == 0 or not data.byte_level:
+        return None
+    gen = torch.Generator().manual_seed(exp.seed + 77_777)
+    return recall_rows(data.val, exp.recall_eval_rows, exp.seq_len, exp.recall_pairs, gen)
+
+
+@torch.no_grad()
+def _recall(model, recall_set: tuple[torch.Tensor, torch.Tensor] | None) -> float | None:
+    from linearlab.convert.lm_calls import lm_logits
+    from linearlab.tasks.long_recall import recall_accuracy
+
+    if recall_set is None:
+        return None
+    rows, mask = recall_set
+    model.eval()
+    logits = torch.cat([lm_logits(model, part) for part in rows.split(16)])
+    return recall_accuracy(logits, rows, mask)
 
 
 @torch.no_grad()
@@ -222,7 +276,7 @@ def _train_teacher(exp: LinearizeExperiment, run_dir: RunDir, data: TokenData) -
         steps=exp.teacher_steps, batch_size=exp.batch_size, lr=exp.teacher_lr, warmup_steps=30,
         checkpoint_every=100, seed=exp.seed,
     )  # fmt: skip
-    train(model, _batches(data.train, exp, 0), lambda m, b: (next_token_loss(m, b), {}), cfg,
+    train(model, _batches(data, exp, 0), lambda m, b: (next_token_loss(m, b), {}), cfg,
           run_dir=folder, resume=True, desc="teacher", tokens_per_batch=exp.batch_size * exp.seq_len)  # fmt: skip
     model.save_pretrained(str(target))  # writes config.json last, so a half-saved folder is redone
 
@@ -270,7 +324,14 @@ def _decode_cost(model, exp: LinearizeExperiment) -> dict[str, float]:
 # -- one method ----------------------------------------------------------------------------------
 
 
-def _run_variant(label: str, exp: LinearizeExperiment, run_dir: RunDir, data: TokenData, val: torch.Tensor):
+def _run_variant(
+    label: str,
+    exp: LinearizeExperiment,
+    run_dir: RunDir,
+    data: TokenData,
+    val: torch.Tensor,
+    recall_set: tuple[torch.Tensor, torch.Tensor] | None,
+) -> dict[str, Any]:
     from linearlab.convert import LinearizeConfig, attention_agreement, distill_attention, finetune_lora
     from linearlab.convert.lm_calls import parameter_counts
     from linearlab.train import TrainConfig
@@ -288,11 +349,12 @@ def _run_variant(label: str, exp: LinearizeExperiment, run_dir: RunDir, data: To
     tokens = exp.batch_size * exp.seq_len
     record: dict[str, Any] = {"label": label, "config": fields, "params": parameter_counts(model)[1]}
     record["bpb_swap"] = _bits_per_byte(model, val, data.bytes_per_token)
+    record["recall_swap"] = _recall(model, recall_set)
     probe = val[: min(4, len(val))]
     record["agreement_swap"] = attention_agreement(model, probe)
     if transfer:
         stage1 = distill_attention(
-            model, _batches(data.train, exp, 1),
+            model, _batches(data, exp, 1),
             TrainConfig(steps=exp.distill_steps, batch_size=exp.batch_size, lr=exp.distill_lr,
                         weight_decay=0.0, warmup_steps=10, checkpoint_every=50, seed=exp.seed),
             run_dir=RunDir.create("linearize", folder.path / "stage1"), resume=True, desc=f"{label} stage 1",
@@ -300,10 +362,11 @@ def _run_variant(label: str, exp: LinearizeExperiment, run_dir: RunDir, data: To
         record["stage1"] = {"trainable": stage1.trainable_params, "tokens": stage1.train.steps * tokens,
                             "first_losses": stage1.train.losses[:3]}  # fmt: skip
         record["bpb_stage1"] = _bits_per_byte(model, val, data.bytes_per_token)
+        record["recall_stage1"] = _recall(model, recall_set)
         record["agreement_stage1"] = attention_agreement(model, probe)
     if lora:
         model, stage2 = finetune_lora(
-            model, _batches(data.train, exp, 2),
+            model, _batches(data, exp, 2),
             TrainConfig(steps=exp.lora_steps, batch_size=exp.batch_size, lr=exp.lora_lr, weight_decay=0.0,
                         warmup_steps=10, checkpoint_every=50, seed=exp.seed),
             rank=exp.lora_rank, alpha=exp.lora_alpha,
@@ -312,6 +375,7 @@ def _run_variant(label: str, exp: LinearizeExperiment, run_dir: RunDir, data: To
         record["stage2"] = {"trainable": stage2.trainable_params, "tokens": stage2.train.steps * tokens,
                             "first_losses": stage2.train.losses[:3]}  # fmt: skip
         record["bpb_stage2"] = _bits_per_byte(model, val, data.bytes_per_token)
+        record["recall_stage2"] = _recall(model, recall_set)
     record.update(_decode_cost(model, exp))
     model.save_pretrained(str(folder.path / "model"))
     atomic_write_json(done, record)
@@ -325,8 +389,54 @@ def _final_bpb(r: dict[str, Any]) -> float:
     return r.get("bpb_stage2", r.get("bpb_stage1", r["bpb_swap"]))
 
 
+def verdicts(summary: dict[str, Any]) -> list[str]:
+    """The papers' expectations next to what this run measured, each with its numbers."""
+    rows = {r["label"]: r for r in summary["results"]}
+    t_bpb = summary["teacher"]["bpb"]
+    lines = []
+
+    def closed(r: dict[str, Any]) -> float:
+        gap = r["bpb_swap"] - t_bpb
+        return (r["bpb_swap"] - _final_bpb(r)) / gap if gap > 0.01 else float("nan")
+
+    if "lolcats" in rows:
+        r = rows["lolcats"]
+        c = closed(r)
+        share = r["stage1"]["trainable"] / r["params"] if "stage1" in r else float("nan")
+        if c != c:
+            lines.append("LoLCATs recovers most of the gap: n/a (the swap cost under 0.01 bits/byte here)")
+        else:
+            lines.append(
+                f"LoLCATs recovers most of the gap (paper: yes, ~0.2% of parameters in stage 1): closed "
+                f"{100 * c:.0f}% training {100 * share:.2f}% of the parameters in stage 1 -> "
+                f"{'agrees' if c > 0.5 else 'does not agree'}"
+            )
+    if "lolcats" in rows and "lolcats_lora_only" in rows:
+        a, b = _final_bpb(rows["lolcats"]), _final_bpb(rows["lolcats_lora_only"])
+        lines.append(
+            f"attention transfer before LoRA beats LoRA alone (paper: yes): {a:.3f} vs {b:.3f} bits/byte -> "
+            f"{'agrees' if a < b else 'does not agree'}"
+        )
+    if "hedgehog" in rows:
+        hh = rows["hedgehog"].get("agreement_stage1", rows["hedgehog"]["agreement_swap"])["xent"]
+        for other in ("t2r", "elu1"):
+            if other in rows:
+                ox = rows[other].get("agreement_stage1", rows[other]["agreement_swap"])["xent"]
+                lines.append(
+                    f"Hedgehog matches the softmax weights better than {other} (paper: yes): attention "
+                    f"cross-entropy {hh:.3f} vs {ox:.3f} nats -> {'agrees' if hh < ox else 'does not agree'}"
+                )
+    if "liger" in rows and "lolcats" in rows:
+        a, b = _final_bpb(rows["liger"]), _final_bpb(rows["lolcats"])
+        lines.append(
+            f"Liger recovers about as much as LoLCATs with one stage (paper: yes): {a:.3f} vs {b:.3f} "
+            f"bits/byte -> {'agrees' if a <= b + 0.05 * abs(b - t_bpb) + 0.02 else 'does not agree'}"
+        )
+    return lines
+
+
 def _cell(x: float | None) -> str:
-    return "-" if x is None else fmt(x)
+    return "-" if x is None or x != x else fmt(x)
 
 
 def _share(stage: dict[str, Any] | None, result: dict[str, Any]) -> str:
@@ -341,7 +451,7 @@ def _tokens(stage: dict[str, Any] | None) -> str:
 def table(summary: dict[str, Any]) -> str:
     teacher = summary["teacher"]
     t_bpb = teacher["bpb"]
-    rows = [["teacher (softmax)", fmt(t_bpb), "", "", "", "", "", "", "", "",
+    rows = [["teacher (softmax)", fmt(t_bpb), "", "", "", "", "", "", "", "", _cell(teacher.get("recall")),
              fmt(teacher["decode_ms_per_token"], 2), f"{teacher['state_bytes']:,}"]]  # fmt: skip
     for r in summary["results"]:
         gap = r["bpb_swap"] - t_bpb
@@ -352,19 +462,21 @@ def table(summary: dict[str, Any]) -> str:
         rows.append([
             r["label"], "", fmt(r["bpb_swap"]), _cell(r.get("bpb_stage1")), _cell(r.get("bpb_stage2")),
             closed, f"{_share(s1, r)} / {_share(s2, r)}", f"{_tokens(s1)} / {_tokens(s2)}",
-            fmt(r["agreement_swap"]["xent"]), fmt(xent),
+            _cell(r["agreement_swap"]["xent"]), _cell(xent),
+            " / ".join(_cell(r.get(f"recall_{k}")) for k in ("swap", "stage1", "stage2")),
             fmt(r["decode_ms_per_token"], 2), f"{r['state_bytes']:,}",
         ])  # fmt: skip
     headers = ["method", "teacher bpb", "swap bpb", "stage 1 bpb", "stage 2 bpb", "gap closed",
                "trainable (s1 / s2)", "tokens (s1 / s2)", "attn xent swap", "attn xent s1",
-               f"decode ms/tok @{summary['decode_context']}", "state bytes"]  # fmt: skip
+               "recall (swap / s1 / s2)", f"decode ms/tok @{summary['decode_context']}", "state bytes"]  # fmt: skip
     entropy = (
         summary["results"][0]["agreement_swap"]["teacher_entropy"] if summary["results"] else float("nan")
     )
     note = (
         f"\nbpb: validation bits per byte; gap closed = (swap - final) / (swap - teacher); attention "
         f"xent: cross-entropy of the linear weights under the teacher's (>= the teacher's own entropy, "
-        f"{entropy:.3f} nats).\n{PAPER}"
+        f"{entropy:.3f} nats); recall: accuracy on answers whose key lies beyond the softmax window.\n{PAPER}\n"
+        + "\n".join(verdicts(summary))
     )
     return format_table(headers, rows) + note
 
@@ -432,14 +544,21 @@ def run(exp: LinearizeExperiment, run_dir: RunDir) -> dict[str, Any]:
     data = _load_data(exp)
     _train_teacher(exp, run_dir, data)
     val = _windows(data.val, exp.eval_windows, exp.seq_len)
+    recall_set = _recall_set(exp, data)
     teacher_file = run_dir.file("teacher.json")
     if teacher_file.exists():
         teacher = json.loads(teacher_file.read_text())
     else:
         model = _load_teacher(exp, run_dir)
-        teacher = {"bpb": _bits_per_byte(model, val, data.bytes_per_token), **_decode_cost(model, exp)}
+        teacher = {
+            "bpb": _bits_per_byte(model, val, data.bytes_per_token),
+            "recall": _recall(model, recall_set),
+            **_decode_cost(model, exp),
+        }
         atomic_write_json(teacher_file, teacher)
-    results = [_run_variant(label, exp, run_dir, data, val) for label in VARIANTS.check(exp.methods)]
+    results = [
+        _run_variant(label, exp, run_dir, data, val, recall_set) for label in VARIANTS.check(exp.methods)
+    ]
     summary = {
         "teacher": teacher,
         "results": results,
