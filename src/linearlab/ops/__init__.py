@@ -30,6 +30,7 @@ _FAMILIES: dict[str, tuple[str, ...]] = {
         "naive_recurrent_gated_delta_rule",
     ),
     "lolcats_attn": ("chunk_lolcats_attn", "fused_recurrent_lolcats_attn", "naive_lolcats_attn"),
+    "still_attn": ("chunk_still_attn", "fused_recurrent_still_attn", "naive_still_attn"),
     # the family folder is not called "attention": a subpackage of that name would shadow the op
     "softmax_attn": ("attention", "attention_step", "naive_attention"),
 }
