@@ -46,7 +46,7 @@ def tiny(family: str) -> torch.nn.Module:
 
 
 FAMILIES = ["llama", "mistral", "qwen2"]
-METHODS = ["t2r", "hedgehog", "lolcats", "liger", "liger_gdn"]
+METHODS = ["t2r", "hedgehog", "lolcats", "still", "liger", "liger_gdn"]
 
 
 def cfg(method: str) -> LinearizeConfig:

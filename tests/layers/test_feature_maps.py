@@ -42,7 +42,19 @@ def test_feature_map_shapes(name):
     phi = create_feature_map(name, head_dim=6, num_heads=3).double()
     out = phi(randn(2, 5, 3, 6))
     assert out.shape == (2, 5, 3, phi.feature_dim)
-    assert phi.feature_dim == (12 if name.startswith("hedgehog") else 6)
+    assert phi.feature_dim == (12 if name.startswith("hedgehog") or name == "norm_preserving" else 6)
+
+
+def test_norm_preserving_map_keeps_the_input_norm_and_learns_the_direction():
+    phi = create_feature_map("norm_preserving", head_dim=4, num_heads=2).double()
+    x = randn(3, 5, 2, 4) * 7
+    out = phi(x)
+    torch.testing.assert_close(out.norm(dim=-1), x.norm(dim=-1))
+    assert (out > 0).all()
+    # the direction is hedgehog_split's (learned); the norm is the input's (pretrained)
+    split = create_feature_map("hedgehog_split", head_dim=4, num_heads=2).double()
+    u = split(x)
+    torch.testing.assert_close(out / out.norm(dim=-1, keepdim=True), u / u.norm(dim=-1, keepdim=True))
 
 
 def test_elu1_and_relu_are_nonnegative_and_t2r_starts_as_relu():

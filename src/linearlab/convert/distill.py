@@ -27,7 +27,7 @@ from linearlab.runs import RunDir
 from linearlab.train.loop import TrainConfig, TrainResult, train
 
 #: loss used when ``loss="auto"``: each paper's own
-DEFAULT_LOSS = {"t2r": "mse", "hedgehog": "xent", "lolcats": "mse"}
+DEFAULT_LOSS = {"t2r": "mse", "hedgehog": "xent", "lolcats": "mse", "still": "mse"}
 LOSSES = ("auto", "mse", "xent", "both")
 
 

@@ -17,6 +17,9 @@ Methods (``LinearizeConfig(method=...)``):
 - ``lolcats`` (Zhang et al., arXiv 2410.10254): softmax over the last ``window_size`` tokens plus
   Hedgehog-style linear attention (LoLCATs' ``[softmax(xW), softmax(-xW)]`` map) over everything
   older, one shared normaliser, a learned per-head window factor;
+- ``still`` (Meng et al., arXiv 2602.02180, designed from its abstract): window softmax plus a
+  bounded set of salient tokens (self-saliency, selected every ``block_size`` tokens) plus linear
+  attention with a norm-preserving map over the rest;
 - ``liger`` / ``liger_gdn`` (Lan et al., arXiv 2503.01496): half sliding-window softmax, half a
   gated recurrence (GLA / Gated DeltaNet) whose feature map and gates come from the pretrained
   q and k: no new parameters, trained in one stage (LoRA).
@@ -48,6 +51,7 @@ METHODS: Registry[str] = Registry("linearize method", argument="method")
 METHODS.register("t2r", "t2r")
 METHODS.register("hedgehog", "hedgehog")
 METHODS.register("lolcats", "hedgehog_split")
+METHODS.register("still", "norm_preserving")
 METHODS.register("liger", "")  # parameter-free: softmax over the head dimension
 METHODS.register("liger_gdn", "")
 
@@ -70,14 +74,16 @@ class LinearizeConfig:
     """How to linearise.
 
     Args:
-        method: ``"t2r"``, ``"hedgehog"``, ``"lolcats"``, ``"liger"`` or ``"liger_gdn"``.
+        method: ``"t2r"``, ``"hedgehog"``, ``"lolcats"``, ``"still"``, ``"liger"`` or ``"liger_gdn"``.
             Default: ``"lolcats"``.
         feature_map: a registered feature map; None = the method's own (``t2r``, ``hedgehog``,
             ``hedgehog_split`` for lolcats; Liger's is fixed).
         window_size: ``lolcats`` and ``liger``: the query plus the ``window_size - 1`` tokens before
             it get softmax attention. Default: 64 (both papers).
-        init_window_factor: ``lolcats`` only: starting window factor in (0, 1). Default: 0.1 (LoLCATs).
+        init_window_factor: ``lolcats`` / ``still``: starting window factor in (0, 1). Default: 0.1 (LoLCATs).
         chunk_size: chunk length of the chunked ops. Default: 64.
+        budget: ``still``: salient tokens kept for softmax attention per head. Default: 32.
+        block_size: ``still``: tokens between two selections (the delay). Default: 16.
 
     Example:
         >>> LinearizeConfig(method="hedgehog")
@@ -88,6 +94,8 @@ class LinearizeConfig:
     window_size: int = 64
     init_window_factor: float = 0.1
     chunk_size: int = 64
+    budget: int = 32
+    block_size: int = 16
 
     def __post_init__(self) -> None:
         METHODS.get(self.method)
@@ -105,8 +113,10 @@ class LinearizeConfig:
             raise ValueError(f"window_size: expected an int >= 1, got {self.window_size!r}")
         if not 0 < self.init_window_factor < 1:
             raise ValueError(f"init_window_factor: must be in (0, 1), got {self.init_window_factor}")
-        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 1:
-            raise ValueError(f"chunk_size: expected an int >= 1, got {self.chunk_size!r}")
+        for name, low in (("chunk_size", 1), ("budget", 0), ("block_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
 
     @property
     def map_name(self) -> str:
@@ -125,6 +135,8 @@ class LinearizeConfig:
             init_window_factor=self.init_window_factor,
             chunk_size=self.chunk_size,
             teacher_window=teacher_window,
+            budget=self.budget,
+            block_size=self.block_size,
         )
 
 

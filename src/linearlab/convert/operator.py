@@ -7,6 +7,9 @@ queries, keys and values and computes one of:
   phi(q_i).phi(k_j)`` over all ``j <= i`` (``linear_attn`` ops);
 - ``lolcats``: softmax over the last ``w`` tokens plus linear attention over everything older, one
   shared normaliser, a learned per-head window factor (``lolcats_attn`` ops);
+- ``still`` (Meng et al., arXiv 2602.02180): softmax over the window, a bounded set of salient
+  tokens (picked by self-saliency) and the tokens awaiting selection, linear attention (the
+  norm-preserving map) over the rest, one normaliser (``still_attn`` ops);
 - ``liger`` / ``liger_gdn`` (Lan et al., arXiv 2503.01496): ``0.5 * sliding-window softmax + 0.5 *
   gated recurrence`` over the same q, k, v, no new parameters: the recurrence's feature map is a
   softmax over the head dimension of the *unrotated* q and k, and its forget gate is built from the
@@ -33,6 +36,8 @@ from torch import nn
 from linearlab import ops
 from linearlab.layers.feature_maps import create_feature_map
 
+#: methods whose softmax terms share one normaliser with the linear terms (a learned window factor)
+HYBRID_METHODS = ("lolcats", "still")
 #: methods built on Liger's key-derived gates (no new parameters)
 LIGER_METHODS = ("liger", "liger_gdn")
 #: Liger's gate temperature: log forget gate = logsigmoid(.) / 16 (as GLA)
@@ -81,6 +86,8 @@ class LinearizedOperator(nn.Module):
         init_window_factor: float = 0.1,
         chunk_size: int = 64,
         teacher_window: int | None = None,
+        budget: int = 32,
+        block_size: int = 16,
     ) -> None:
         super().__init__()
         self.method = method
@@ -90,15 +97,17 @@ class LinearizedOperator(nn.Module):
         self.window_size = window_size
         self.chunk_size = chunk_size
         self.teacher_window = teacher_window
+        self.budget = budget
+        self.block_size = block_size
         # a per-query shift of the features (the exp maps' overflow guard) cancels in normalised
         # linear attention, but not beside lolcats' softmax terms, which it would rescale
-        q_role = "key" if method == "lolcats" else "query"
+        q_role = "key" if method in HYBRID_METHODS else "query"
         if method in LIGER_METHODS:
             self.q_map = self.k_map = None  # parameter-free: softmax over the head dimension
         else:
             self.q_map = create_feature_map(feature_map, head_dim, num_heads, role=q_role)
             self.k_map = create_feature_map(feature_map, head_dim, num_heads, role="key")
-        if method == "lolcats":
+        if method in HYBRID_METHODS:
             logit = math.log(init_window_factor / (1 - init_window_factor))
             self.window_logit = nn.Parameter(torch.full((num_heads,), logit))
         else:
@@ -162,11 +171,14 @@ class LinearizedOperator(nn.Module):
                 initial_state=state,
                 output_final_state=output_final_state,
             )
-            if T == 1:
-                o, new_state = ops.fused_recurrent_lolcats_attn(q, k, v, fq, fk, **kwargs)
+            if self.method == "still":
+                kwargs.update(budget=self.budget, block_size=self.block_size)
+                recurrent, chunked = ops.fused_recurrent_still_attn, ops.chunk_still_attn
             else:
-                o, new_state = ops.chunk_lolcats_attn(q, k, v, fq, fk, chunk_size=self.chunk_size, **kwargs)
-            return o, new_state
+                recurrent, chunked = ops.fused_recurrent_lolcats_attn, ops.chunk_lolcats_attn
+            if T == 1:
+                return recurrent(q, k, v, fq, fk, **kwargs)
+            return chunked(q, k, v, fq, fk, chunk_size=self.chunk_size, **kwargs)
         initial = None if state is None else state["recurrent"]
         if T == 1:
             o, S = ops.fused_recurrent_linear_attn(
@@ -216,7 +228,7 @@ class LinearizedOperator(nn.Module):
         else:
             g, beta = liger_gdn_gates(k_raw)
             if T == 1:
-                o_rec, S = ops.fused_recurrent_gated_delta_rule(fq, fk, v, g, beta, **common)
+                o_rec, S = ops.fused_recurrent_gated_delta_rule(fq, fk, v, g=g, beta=beta, **common)
             else:
                 o_rec, S = ops.chunk_gated_delta_rule(
                     fq, fk, v, g, beta, chunk_size=self.chunk_size, **common
@@ -267,7 +279,9 @@ class LinearizedOperator(nn.Module):
     ) -> torch.Tensor:
         # the student's output through its real (chunked) op, so the loss trains what will run
         y_pred, _ = self.forward_no_distill(q, k, v)
-        return self._distill_outputs(q, k, v, y_pred, self.student_weights(q, k, fq, fk))
+        # STILL's weights depend on a discrete selection: only its outputs are compared
+        weights = None if self.method == "still" else self.student_weights(q, k, fq, fk)
+        return self._distill_outputs(q, k, v, y_pred, weights)
 
     def _distill_outputs(
         self,

@@ -19,6 +19,11 @@ Available maps:
   "The Hedgehog & the Porcupine", arXiv 2402.04347), stabilised by its ``role`` (below). ``F = 2 D``.
 - ``hedgehog_split``: ``[softmax(z), softmax(-z)]``, each half normalised on its own (LoLCATs'
   ``SoftmaxDim``, Zhang et al., arXiv 2410.10254). ``F = 2 D``.
+- ``norm_preserving``: STILL's NP-Map (Meng et al., arXiv 2602.02180; only its abstract is known:
+  "decouples the feature direction from the magnitude and re-injects the pretrained norm"). Our
+  form: ``||x|| * u / ||u||`` with ``u = [softmax(z), softmax(-z)]`` (``hedgehog_split``'s direction),
+  so ``phi(q) . phi(k) = ||q|| ||k|| cos(u_q, u_k)`` keeps the magnitude part of ``q . k`` that the
+  pretrained model learned and lets training shape only the angle. ``F = 2 D``.
 The learned maps start from ``W = I, b = 0``: ``t2r`` then equals ``relu`` and ``hedgehog`` is
 ``[exp(x), exp(-x)]`` on the raw channels, so a freshly linearised model starts from a sensible kernel.
 
@@ -229,3 +234,11 @@ class HedgehogSplitMap(HedgehogMap):
     def phi(self, x: torch.Tensor) -> torch.Tensor:
         z = self.project(x)
         return torch.cat([torch.softmax(z, dim=-1), torch.softmax(-z, dim=-1)], dim=-1)
+
+
+@register_feature_map("norm_preserving")
+class NormPreservingMap(HedgehogSplitMap):
+    def phi(self, x: torch.Tensor) -> torch.Tensor:
+        u = super().phi(x)
+        # u > 0 (softmax), so its norm is bounded away from 0 and the direction is well defined
+        return u * (x.norm(dim=-1, keepdim=True) / u.norm(dim=-1, keepdim=True))

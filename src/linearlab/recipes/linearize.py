@@ -11,7 +11,8 @@ only feature maps and window factors) and LoRA fine-tuning
 (:func:`~linearlab.convert.finetune_lora`, rank 8 on q/k/v/o, merged). Two reference rows show
 what each stage buys: ``elu1`` (the parameter-free Katharopoulos map, no attention transfer
 possible) and ``lolcats_lora_only`` (LoLCATs' operator, LoRA without attention transfer).
-``liger`` and ``liger_gdn`` (Liger) add no parameters and train in one stage, LoRA only.
+``still`` (STILL: salient tokens keep softmax attention) trains in both stages; ``liger`` and
+``liger_gdn`` (Liger) add no parameters and train in one stage, LoRA only.
 
 The table: validation bits/byte of the teacher, and of each method right after the swap, after
 stage 1 and after stage 2; the fraction of the teacher gap closed; trainable parameters (% of
@@ -46,9 +47,10 @@ VARIANTS.register("t2r", ({"method": "t2r"}, True, True))
 VARIANTS.register("hedgehog", ({"method": "hedgehog"}, True, True))
 VARIANTS.register("lolcats", ({"method": "lolcats"}, True, True))
 VARIANTS.register("lolcats_lora_only", ({"method": "lolcats"}, False, True))
+VARIANTS.register("still", ({"method": "still"}, True, True))
 VARIANTS.register("liger", ({"method": "liger"}, False, True))
 VARIANTS.register("liger_gdn", ({"method": "liger_gdn"}, False, True))
-DEFAULT_METHODS = "elu1,t2r,hedgehog,lolcats,lolcats_lora_only,liger,liger_gdn"
+DEFAULT_METHODS = "elu1,t2r,hedgehog,lolcats,lolcats_lora_only,still,liger,liger_gdn"
 SUPPORTED_TEACHERS = ("llama", "mistral", "qwen2")
 
 PAPER = (
@@ -56,7 +58,8 @@ PAPER = (
     "recovers most of the gap to the teacher while training ~0.2% of the parameters, and attention "
     "transfer before LoRA beats LoRA alone; Hedgehog (arXiv 2402.04347): the Hedgehog map matches "
     "the softmax weights more closely (lower cross-entropy) than T2R and elu+1 and recovers more "
-    "quality."
+    "quality; Liger (arXiv 2503.01496): recovers about as much as LoLCATs with one cheap stage; STILL "
+    "(arXiv 2602.02180): recovers more long-range recall than window-based routing."
 )
 
 
@@ -432,6 +435,15 @@ def verdicts(summary: dict[str, Any]) -> list[str]:
             f"Liger recovers about as much as LoLCATs with one stage (paper: yes): {a:.3f} vs {b:.3f} "
             f"bits/byte -> {'agrees' if a <= b + 0.05 * abs(b - t_bpb) + 0.02 else 'does not agree'}"
         )
+    if "still" in rows and rows["still"].get("recall_stage2") is not None:
+        st = rows["still"]["recall_stage2"]
+        for other in ("lolcats", "liger"):
+            if other in rows and rows[other].get("recall_stage2") is not None:
+                ot = rows[other]["recall_stage2"]
+                lines.append(
+                    f"STILL recalls more of the far keys than {other}'s window routing (paper: yes): "
+                    f"{st:.3f} vs {ot:.3f} -> {'agrees' if st > ot else 'does not agree'}"
+                )
     return lines
 
 
