@@ -9,13 +9,26 @@ from linearlab.cli import main
 
 def test_linearize_smoke_through_cli(tmp_path):
     out = tmp_path / "lin"
-    assert main(["run", "linearize", "--smoke", "--out", str(out), "--methods", "elu1,hedgehog,lolcats"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "linearize",
+                "--smoke",
+                "--out",
+                str(out),
+                "--methods",
+                "elu1,hedgehog,lolcats,still,liger",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     teacher = summary["teacher"]
     # an untrained byte model scores 8 bits per byte; the teacher's 30 steps must beat that clearly
     assert teacher["bpb"] < 7.5
     rows = {r["label"]: r for r in summary["results"]}
-    assert list(rows) == ["elu1", "hedgehog", "lolcats"]
+    assert list(rows) == ["elu1", "hedgehog", "lolcats", "still", "liger"]
     assert "stage1" not in rows["elu1"] and "stage1" in rows["lolcats"]
     for r in rows.values():
         assert 0 <= r["recall_stage2"] <= 1

@@ -92,7 +92,8 @@ def distill_attention(
     def loss_fn(m: nn.Module, input_ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         lm_logits(m, input_ids)  # the layers record their losses on the way
         parts = {name: torch.stack([op.distill_losses[name] for op in operators]).mean() for name in weights}
-        total_loss = sum(weights[name] * value for name, value in parts.items())
+        # only the chosen losses: an unused one may be NaN (STILL has no normalised weights to compare)
+        total_loss = sum(weights[name] * value for name, value in parts.items() if weights[name])
         return total_loss, {name: float(value.detach()) for name, value in parts.items()}
 
     try:

@@ -88,6 +88,8 @@ class LinearizeExperiment:
     recall_eval_rows: int = 64
     # linearisation
     window_size: int = 64
+    still_budget: int = 32  # STILL: salient tokens kept per head
+    still_block: int = 16  # STILL: tokens between selections
     distill_steps: int = 150
     distill_lr: float = 1e-2
     lora_steps: int = 150
@@ -103,7 +105,7 @@ class LinearizeExperiment:
         for name in ("d_model", "n_layers", "num_heads", "num_kv_heads", "mlp_hidden", "teacher_steps",
                      "max_bytes", "seq_len", "batch_size", "eval_windows", "distill_steps", "lora_steps",
                      "lora_rank", "decode_context", "decode_tokens", "recall_pairs",
-                     "recall_eval_rows"):  # fmt: skip
+                     "recall_eval_rows", "still_block"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.window_size < 1 or self.window_size > self.seq_len:
@@ -113,6 +115,8 @@ class LinearizeExperiment:
                 f"num_heads, num_kv_heads: need d_model % num_heads == 0 and num_heads % num_kv_heads == 0, "
                 f"got d_model={self.d_model}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}"
             )
+        if self.still_budget < 0:
+            raise ValueError(f"still_budget: must be >= 0, got {self.still_budget}")
         if not 0 <= self.recall_share < 1:
             raise ValueError(f"recall_share: must be in [0, 1), got {self.recall_share}")
         if self.recall_share > 0 and self.seq_len - 4 * self.recall_pairs <= self.window_size:
@@ -140,6 +144,8 @@ def _smoke() -> LinearizeExperiment:
         batch_size=4,
         eval_windows=4,
         window_size=16,
+        still_budget=4,
+        still_block=4,
         distill_steps=8,
         lora_steps=8,
         decode_context=128,
@@ -348,7 +354,8 @@ def _run_variant(
     from linearlab.convert import linearize_
 
     torch.manual_seed(exp.seed)
-    linearize_(model, LinearizeConfig(window_size=exp.window_size, **fields))
+    settings = dict(window_size=exp.window_size, budget=exp.still_budget, block_size=exp.still_block)
+    linearize_(model, LinearizeConfig(**settings, **fields))
     tokens = exp.batch_size * exp.seq_len
     record: dict[str, Any] = {"label": label, "config": fields, "params": parameter_counts(model)[1]}
     record["bpb_swap"] = _bits_per_byte(model, val, data.bytes_per_token)
