@@ -41,7 +41,9 @@ def batches(step: int) -> torch.Tensor:
     return DATA[(4 * step) % 60 : (4 * step) % 60 + 4]
 
 
-@pytest.mark.parametrize(("method", "metric"), [("t2r", "mse"), ("hedgehog", "xent"), ("lolcats", "mse")])
+@pytest.mark.parametrize(
+    ("method", "metric"), [("t2r", "mse"), ("hedgehog", "xent"), ("lolcats", "mse"), ("still", "mse")]
+)
 def test_attention_transfer_moves_the_student_toward_the_teacher(method: str, metric: str) -> None:
     model = linearize_(spiky_llama(), LinearizeConfig(method=method, window_size=4))
     frozen = {k: v.clone() for k, v in model.state_dict().items() if ".operator." not in k}

@@ -61,18 +61,21 @@ class LinearizedOperator(nn.Module):
     """Linear (or hybrid) attention on per-head ``q, k: [B, T, H, D]``, ``v: [B, T, H, Dv]``.
 
     Args:
-        method: ``"t2r"``, ``"hedgehog"`` or ``"lolcats"``.
+        method: ``"t2r"``, ``"hedgehog"``, ``"lolcats"``, ``"still"``, ``"liger"`` or ``"liger_gdn"``.
         feature_map: name of a registered feature map (``linearlab.layers.feature_maps``).
         head_dim, num_heads: ``D`` and ``H`` of the queries (keys are already repeated to ``H``).
         scale: the softmax scale of the teacher (``D ** -0.5`` for the supported models).
-        window_size: ``w`` for ``lolcats`` (the query and the ``w - 1`` tokens before it).
+        window_size: ``w`` of the softmax window (lolcats, still, liger): the query and the ``w - 1``
+            tokens before it.
         init_window_factor: the window factor ``sigmoid(window_logit)`` at initialisation.
         chunk_size: chunk length of the chunked ops.
         teacher_window: the teacher's own sliding window (Mistral, Qwen2), used for the
             distillation target only; None = full causal attention.
+        budget, block_size: ``still``: salient tokens kept per head, tokens between selections.
 
-    State (between calls): the op's final state, ``{"recurrent": [B, H, F, Dv + 1]}`` for linear
-    attention or the ``lolcats_attn`` state dict; its size does not grow with the tokens seen.
+    State (between calls): the op's final state: ``{"recurrent": [B, H, F, Dv + 1]}`` for linear
+    attention, the ``lolcats_attn`` / ``still_attn`` state dict, or Liger's ``{"recurrent", "k",
+    "v"}`` (the ``w - 1``-token window cache); its size does not grow with the tokens seen.
     """
 
     def __init__(
@@ -145,62 +148,71 @@ class LinearizedOperator(nn.Module):
         """``q, k: [B, T, H, D]`` (rotated), ``v: [B, T, H, Dv]`` -> ``(o: [B, T, H, Dv], state or None)``.
 
         ``q_raw, k_raw``: the same heads before the rotary embedding; Liger's feature map and gates
-        read them (the other methods ignore them).
+        read them (the other methods ignore them). In distillation mode the output is the
+        teacher's and no state is returned (see the module docstring).
         """
+        if self.method in LIGER_METHODS and (q_raw is None or k_raw is None):
+            raise ValueError(f"q_raw, k_raw: method {self.method!r} needs the unrotated q and k")
+        if not self.distilling:
+            return self._student(q, k, v, state, output_final_state, q_raw, k_raw)[:2]
+        if state is not None:
+            raise ValueError("state: distillation runs whole sequences; call without a cache")
+        # the student's output through its real (chunked) op, so the loss trains what will run
+        y_pred, _, features = self._student(q, k, v, None, False, q_raw, k_raw)
+        # normalised weights exist for the linear maps and LoLCATs; Liger's gated recurrence has
+        # none, and STILL's depend on a discrete selection: those compare outputs only
+        weights = (
+            None if features is None or self.method == "still" else self.student_weights(q, k, *features)
+        )
+        return self._distill_outputs(q, k, v, y_pred, weights), None
+
+    def _student(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        state: dict[str, torch.Tensor] | None,
+        output_final_state: bool,
+        q_raw: torch.Tensor | None,
+        k_raw: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None, tuple[torch.Tensor, torch.Tensor] | None]:
+        """``(o, state, (fq, fk) or None)``: the operator's own output, whatever the mode."""
         if self.method in LIGER_METHODS:
-            if q_raw is None or k_raw is None:
-                raise ValueError(f"q_raw, k_raw: method {self.method!r} needs the unrotated q and k")
-            if self.distilling:
-                if state is not None:
-                    raise ValueError("state: distillation runs whole sequences; call without a cache")
-                return self._distill_outputs(
-                    q, k, v, self._liger(q, k, v, None, False, q_raw, k_raw)[0]
-                ), None
-            return self._liger(q, k, v, state, output_final_state, q_raw, k_raw)
+            return (*self._liger(q, k, v, state, output_final_state, q_raw, k_raw), None)
         fq, fk = self.q_map(q), self.k_map(k)
-        if self.distilling:
-            if state is not None:
-                raise ValueError("state: distillation runs whole sequences; call without a cache")
-            return self._distill_step(q, k, v, fq, fk), None
-        T = q.shape[1]
-        if self.hybrid:
-            kwargs = dict(
-                window_factor=self.window_factor(),
-                window_size=self.window_size,
-                scale=self.scale,
-                initial_state=state,
-                output_final_state=output_final_state,
-            )
-            if self.method == "still":
-                kwargs.update(budget=self.budget, block_size=self.block_size)
-                recurrent, chunked = ops.fused_recurrent_still_attn, ops.chunk_still_attn
-            else:
-                recurrent, chunked = ops.fused_recurrent_lolcats_attn, ops.chunk_lolcats_attn
-            if T == 1:
-                return recurrent(q, k, v, fq, fk, **kwargs)
-            return chunked(q, k, v, fq, fk, chunk_size=self.chunk_size, **kwargs)
-        initial = None if state is None else state["recurrent"]
-        if T == 1:
-            o, S = ops.fused_recurrent_linear_attn(
-                fq,
-                fk,
-                v,
-                scale=1.0,
-                initial_state=initial,
-                output_final_state=output_final_state,
-                normalize=True,
-            )
+        run = self._hybrid if self.hybrid else self._linear
+        return (*run(q, k, v, fq, fk, state, output_final_state), (fq, fk))
+
+    def _hybrid(self, q, k, v, fq, fk, state, output_final_state):  # type: ignore[no-untyped-def]
+        """LoLCATs / STILL: window (and salient) softmax + linear attention, one normaliser."""
+        kwargs = dict(
+            window_factor=self.window_factor(),
+            window_size=self.window_size,
+            scale=self.scale,
+            initial_state=state,
+            output_final_state=output_final_state,
+        )
+        if self.method == "still":
+            kwargs.update(budget=self.budget, block_size=self.block_size)
+            recurrent, chunked = ops.fused_recurrent_still_attn, ops.chunk_still_attn
         else:
-            o, S = ops.chunk_linear_attn(
-                fq,
-                fk,
-                v,
-                scale=1.0,
-                initial_state=initial,
-                output_final_state=output_final_state,
-                normalize=True,
-                chunk_size=self.chunk_size,
-            )
+            recurrent, chunked = ops.fused_recurrent_lolcats_attn, ops.chunk_lolcats_attn
+        if q.shape[1] == 1:
+            return recurrent(q, k, v, fq, fk, **kwargs)
+        return chunked(q, k, v, fq, fk, chunk_size=self.chunk_size, **kwargs)
+
+    def _linear(self, q, k, v, fq, fk, state, output_final_state):  # type: ignore[no-untyped-def]
+        """T2R / Hedgehog: normalised linear attention (no query scale: it would cancel)."""
+        kwargs = dict(
+            scale=1.0,
+            initial_state=None if state is None else state["recurrent"],
+            output_final_state=output_final_state,
+            normalize=True,
+        )
+        if q.shape[1] == 1:
+            o, S = ops.fused_recurrent_linear_attn(fq, fk, v, **kwargs)
+        else:
+            o, S = ops.chunk_linear_attn(fq, fk, v, chunk_size=self.chunk_size, **kwargs)
         return o, (None if S is None else {"recurrent": S})
 
     def _liger(
@@ -274,15 +286,6 @@ class LinearizedOperator(nn.Module):
         a = soft + linear.masked_fill(~older, 0.0)
         return a / a.sum(-1, keepdim=True)
 
-    def _distill_step(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fq: torch.Tensor, fk: torch.Tensor
-    ) -> torch.Tensor:
-        # the student's output through its real (chunked) op, so the loss trains what will run
-        y_pred, _ = self.forward_no_distill(q, k, v)
-        # STILL's weights depend on a discrete selection: only its outputs are compared
-        weights = None if self.method == "still" else self.student_weights(q, k, fq, fk)
-        return self._distill_outputs(q, k, v, y_pred, weights)
-
     def _distill_outputs(
         self,
         q: torch.Tensor,
@@ -304,17 +307,6 @@ class LinearizedOperator(nn.Module):
             xent = -(a_true * torch.log(a_pred.clamp_min(1e-12))).sum(-1).mean()
         self.distill_losses = {"mse": mse, "xent": xent, "teacher_entropy": entropy}
         return y_true.to(v.dtype)
-
-    def forward_no_distill(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
-        """:meth:`forward` with distillation mode ignored (the student's own output)."""
-        was = self.distilling
-        self.distilling = False
-        try:
-            return self.forward(q, k, v)
-        finally:
-            self.distilling = was
 
 
 def _band(T: int, window: int | None, device: torch.device) -> torch.Tensor:
