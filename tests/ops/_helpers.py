@@ -170,3 +170,46 @@ def assert_parity(
     got = run_op(fast, inputs, final_state=final_state)
     assert_results_close(got, ref, tol, what, nonzero=nonzero)
     return got, ref
+
+
+# ------------------------------------------------------------------------------------------------
+# references for fla's layout and direction options, built from a reference op by plain tensor
+# reshuffles (so the option is proven against the naive loop, not against its own implementation)
+
+
+def v_first_reference(fn: Callable[..., object]) -> Callable[..., object]:
+    """``fn`` (states ``[N, H, K, V]``) taking and returning fla's ``state_v_first`` layout
+    ``[N, H, V, K]`` instead: the state is transposed on the way in and out."""
+
+    def call(*args, initial_state=None, output_final_state=False, **kwargs):
+        h0 = None if initial_state is None else initial_state.transpose(-1, -2)
+        o, ht = fn(*args, initial_state=h0, output_final_state=output_final_state, **kwargs)
+        return o, (None if ht is None else ht.transpose(-1, -2))
+
+    return call
+
+
+def reversal_index(T: int, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+    """Time indices that reverse each packed sequence (the whole of ``0..T-1`` without
+    ``cu_seqlens``); applying them twice is the identity."""
+    cu = [0, T] if cu_seqlens is None else cu_seqlens.tolist()
+    return torch.cat([torch.arange(b - 1, a - 1, -1) for a, b in zip(cu[:-1], cu[1:])])
+
+
+def time_reversed_reference(fn: Callable[..., object], per_token: tuple[str, ...]) -> Callable[..., object]:
+    """``fn`` run on time-reversed inputs with its output reversed back: the reference for
+    ``reverse=True`` (each packed sequence reversed on its own when ``cu_seqlens`` is given).
+
+    ``per_token`` names the keyword inputs with time on dim 1; the final state is the one after
+    the last step taken, i.e. after each sequence's first token.
+    """
+
+    def call(**kwargs):
+        idx = reversal_index(kwargs["q"].shape[1], kwargs.get("cu_seqlens"))
+        flipped = {
+            n: (x.index_select(1, idx) if n in per_token and x is not None else x) for n, x in kwargs.items()
+        }
+        o, ht = fn(**flipped)
+        return o.index_select(1, idx), ht
+
+    return call

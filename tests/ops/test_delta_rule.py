@@ -8,11 +8,20 @@ outputs, final states and every gradient.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers import assert_parity, assert_rel_close, assert_results_close, rel_err, run_op, tol_for
+from _helpers import (
+    assert_parity,
+    assert_rel_close,
+    assert_results_close,
+    rel_err,
+    run_op,
+    tol_for,
+    v_first_reference,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +32,7 @@ from linearlab.ops.gated_delta_rule import (
     fused_recurrent_gated_delta_rule,
     naive_recurrent_gated_delta_rule,
 )
-from linearlab.ops.utils import l2norm
+from linearlab.ops.utils import chunk_indices, l2norm
 
 FORMS = {
     "delta": {
@@ -51,11 +60,15 @@ def make_inputs(
     gate_scale: float = 1.0,
     raw_keys: bool = False,
     N: int | None = None,
+    HV: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Random inputs in the regime layers use: L2-normalised keys and beta in (0, 1).
 
-    ``raw_keys`` uses small unnormalised keys instead; ``N`` is the number of initial-state rows.
+    ``raw_keys`` uses small unnormalised keys instead; ``N`` is the number of initial-state rows;
+    ``HV`` the number of value heads (default ``H``; a multiple of it is grouped value attention:
+    ``v``, ``beta``, ``g`` and the state then have ``HV`` heads).
     """
+    HV = H if HV is None else HV
     q = torch.randn(B, T, H, K, dtype=torch.float64)
     k = 0.3 * torch.randn(B, T, H, K, dtype=torch.float64)
     if not raw_keys:
@@ -63,20 +76,21 @@ def make_inputs(
     x = {
         "q": q,
         "k": k,
-        "v": torch.randn(B, T, H, V, dtype=torch.float64),
-        "beta": torch.rand(B, T, H, dtype=torch.float64),
-        "h0": torch.randn(B if N is None else N, H, K, V, dtype=torch.float64),
+        "v": torch.randn(B, T, HV, V, dtype=torch.float64),
+        "beta": torch.rand(B, T, HV, dtype=torch.float64),
+        "h0": torch.randn(B if N is None else N, HV, K, V, dtype=torch.float64),
     }
     if family == "gated":
-        x["g"] = F.logsigmoid(torch.randn(B, T, H, dtype=torch.float64)) * gate_scale
+        x["g"] = F.logsigmoid(torch.randn(B, T, HV, dtype=torch.float64)) * gate_scale
     return {name: t.to(dtype) if name != "h0" else t for name, t in x.items()}
 
 
 def call(family: str, form: str, x: dict[str, torch.Tensor], **kwargs):
-    """Call a form with the family's positional order: (q, k, v, [g,] beta)."""
-    args = [x["q"], x["k"], x["v"]] + ([x["g"]] if family == "gated" else []) + [x["beta"]]
+    """Call a form with ``(q, k, v, [g])`` by position and ``beta`` by keyword: the positional
+    orders differ (fla's ``fused_recurrent_gated_delta_rule`` takes ``(q, k, v, g, gk, gv, beta)``)."""
+    args = [x["q"], x["k"], x["v"]] + ([x["g"]] if family == "gated" else [])
     kwargs.setdefault("initial_state", x.get("h0"))
-    return FORMS[family][form](*args, **kwargs)
+    return FORMS[family][form](*args, beta=x["beta"], **kwargs)
 
 
 def op(family: str, form: str, **fixed):
@@ -116,15 +130,16 @@ def test_parity_across_segments_of_chunks(family):
     assert_parity(op(family, "chunk"), op(family, "naive"), x, tol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_bfloat16_inputs_match_reference_and_keep_dtypes(family):
-    x = make_inputs(family, T=40, dtype=torch.bfloat16)
+def test_half_precision_inputs_match_reference_and_keep_dtypes(family, dtype):
+    x = make_inputs(family, T=40, dtype=dtype)
     ref = run_op(op(family, "naive"), x)
     for form in ("recurrent", "chunk"):
         got = run_op(op(family, form), x)
-        assert got["o"].dtype == torch.bfloat16 and got["ht"].dtype == torch.float32
-        assert got["dq"].dtype == torch.bfloat16 and got["dh0"].dtype == torch.float64
-        assert_results_close(got, ref, tol_for(torch.bfloat16), form)
+        assert got["o"].dtype == dtype and got["ht"].dtype == torch.float32
+        assert got["dq"].dtype == dtype and got["dh0"].dtype == torch.float64
+        assert_results_close(got, ref, tol_for(dtype), form)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -388,5 +403,349 @@ def test_chunk_size_must_be_a_positive_int(family, chunk_size):
 
 def test_missing_beta_is_reported():
     q = torch.randn(1, 3, 1, 2)
-    with pytest.raises(ValueError, match=r"beta: the delta rule needs a per-token step size \[B, T, H\]"):
+    with pytest.raises(
+        ValueError, match=r"beta: the delta rule needs a per-token step size \[B, T, HV\] = \[1, 3, 1\]"
+    ):
         chunk_delta_rule(q, q, q, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# fla 0.6 options of the gated delta rule: grouped value heads, per-key / per-value gates, the
+# Mamba-2 gate and beta from raw inputs, the value-first state layout, fla's precomputed helpers.
+# Each is proven against the naive loop with the option applied by hand outside it.
+
+
+def gdn_reference(
+    q,
+    k,
+    v,
+    g,
+    beta,
+    initial_state=None,
+    output_final_state=False,
+    *,
+    gk=None,
+    gv=None,
+    A_log=None,
+    dt_bias=None,
+    use_gate_in_kernel=False,
+    use_beta_sigmoid_in_kernel=False,
+    allow_neg_eigval=False,
+    state_v_first=False,
+    use_qk_l2norm_in_kernel=False,
+    cu_seqlens=None,
+):
+    """The naive loop with fla's options written out by hand: the decay ``-exp(A_log) *
+    softplus(g + dt_bias)`` (softplus as ``log1p(exp)``), the step size ``sigmoid(beta)`` (times 2
+    with ``allow_neg_eigval``), the state transposed for ``state_v_first``. Both are computed in
+    float32 for half-precision inputs (the precision the loop runs in)."""
+    wide = torch.promote_types(q.dtype, torch.float32)
+    if use_gate_in_kernel:
+        x = g.to(wide) if dt_bias is None else g.to(wide) + dt_bias.to(wide)
+        g = -A_log.to(wide).exp() * torch.log1p(torch.exp(x))
+    if use_beta_sigmoid_in_kernel:
+        beta = (2.0 if allow_neg_eigval else 1.0) * torch.sigmoid(beta.to(wide))
+    naive = (
+        v_first_reference(naive_recurrent_gated_delta_rule)
+        if state_v_first
+        else naive_recurrent_gated_delta_rule
+    )
+    gates = {n: t for n, t in (("gk", gk), ("gv", gv)) if t is not None}
+    return naive(
+        q,
+        k,
+        v,
+        g,
+        beta,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
+        cu_seqlens=cu_seqlens,
+        **gates,
+    )
+
+
+GDN = {"chunk": partial(chunk_gated_delta_rule, chunk_size=16), "recurrent": fused_recurrent_gated_delta_rule}
+
+
+def gdn_inputs(B=2, T=30, H=2, HV=None, K=8, V=5, N=None, dtype=torch.float64, v_first=False):
+    """``{q, k, v, g, beta, initial_state}`` by the ops' own names (``HV`` value heads)."""
+    x = make_inputs("gated", B=B, T=T, H=H, K=K, V=V, N=N, HV=HV, dtype=dtype)
+    h0 = x.pop("h0")
+    x["initial_state"] = h0.transpose(-1, -2).contiguous() if v_first else h0
+    return x
+
+
+def varlen_args(cu):
+    return {} if cu is None else {"cu_seqlens": torch.tensor(cu)}
+
+
+# [0, 5, 5, 23, 40] runs as one padded batch, [0, 1, 2, 40] sequence by sequence (see VARLEN_CASES)
+OPTION_VARLEN = [None, [0, 5, 5, 23, 40], [0, 1, 2, 40]]
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent"])
+@pytest.mark.parametrize("cu", OPTION_VARLEN, ids=["fixed", "padded", "uneven"])
+@pytest.mark.parametrize("HV", [4, 6])
+def test_grouped_value_heads_match_naive(form, cu, HV):
+    """GVA (fla's ``HV > H``): value head ``j`` reads query/key head ``j // (HV // H)``; outputs,
+    states and every gradient (``dq``, ``dk`` summed over each group) equal the naive loop's."""
+    B, N = (2, None) if cu is None else (1, len(cu) - 1)
+    x = gdn_inputs(B=B, T=40, H=2, HV=HV, N=N)
+    fast = partial(GDN[form], **varlen_args(cu))
+    got, _ = assert_parity(fast, partial(naive_recurrent_gated_delta_rule, **varlen_args(cu)), x, what=form)
+    assert got["o"].shape == (B, 40, HV, 5) and got["ht"].shape == (N or B, HV, 8, 5)
+
+
+def test_naive_grouped_value_heads_equal_repeated_queries_and_keys():
+    """The naive loop's GVA is the plain loop on ``q, k`` repeated ``HV // H`` times per head
+    (``repeat_interleave``, fla's head mapping), gradients summed back over each group."""
+    x = gdn_inputs(T=20, H=2, HV=6)
+
+    def repeated(q, k, **kw):
+        return naive_recurrent_gated_delta_rule(q.repeat_interleave(3, 2), k.repeat_interleave(3, 2), **kw)
+
+    assert_parity(naive_recurrent_gated_delta_rule, repeated, x, what="naive GVA")
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent"])
+@pytest.mark.parametrize("bias", [True, False], ids=["dt_bias", "no_bias"])
+@pytest.mark.parametrize("cu", [None, [0, 5, 5, 23, 40]], ids=["fixed", "varlen"])
+def test_gate_in_kernel_matches_naive_with_the_gate_computed_outside(form, bias, cu):
+    """``use_gate_in_kernel=True``: ``g`` is the raw gate input (any sign), the decay is
+    ``-exp(A_log) * softplus(g + dt_bias)``; gradients reach ``g``, ``A_log`` and ``dt_bias``."""
+    B, N = (2, None) if cu is None else (1, 4)
+    x = gdn_inputs(B=B, T=40, HV=4, N=N)
+    x["g"] = 3.0 * torch.randn_like(x["g"])  # raw: positive too
+    x["g"][..., 0, 0] = 25.0  # above softplus's linear threshold (20)
+    x["A_log"] = torch.empty(4, dtype=torch.float64).uniform_(1, 16).log()  # Mamba-2's init range
+    if bias:
+        x["dt_bias"] = 0.5 * torch.randn(4, dtype=torch.float64)
+    opts = dict(use_gate_in_kernel=True, **varlen_args(cu))
+    got, _ = assert_parity(partial(GDN[form], **opts), partial(gdn_reference, **opts), x, what=form)
+    assert got["dA_log"].shape == (4,) and (not bias or got["ddt_bias"].shape == (4,))
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent"])
+@pytest.mark.parametrize("neg", [False, True], ids=["sigmoid", "2sigmoid"])
+def test_beta_logits_match_naive_with_the_sigmoid_outside(form, neg):
+    """``use_beta_sigmoid_in_kernel``: beta given as logits; ``allow_neg_eigval`` makes the step
+    size ``2 sigmoid(beta)`` in (0, 2) (negative eigenvalues of ``I - beta k^T k``)."""
+    x = gdn_inputs(T=40, HV=4)
+    x["beta"] = 2.0 * torch.randn_like(x["beta"])
+    opts = dict(use_beta_sigmoid_in_kernel=True, allow_neg_eigval=neg)
+    assert_parity(partial(GDN[form], **opts), partial(gdn_reference, **opts), x, what=form)
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent"])
+@pytest.mark.parametrize("cu", [None, [0, 5, 5, 23, 40]], ids=["fixed", "varlen"])
+def test_state_v_first_matches_naive_on_transposed_states(form, cu):
+    """``state_v_first=True``: ``initial_state`` and the final state are fla's ``[N, HV, V, K]``."""
+    B, N = (2, None) if cu is None else (1, 4)
+    x = gdn_inputs(B=B, T=40, HV=4, N=N, v_first=True)
+    opts = dict(state_v_first=True, **varlen_args(cu))
+    got, _ = assert_parity(partial(GDN[form], **opts), partial(gdn_reference, **opts), x, what=form)
+    assert got["ht"].shape == (N or B, 4, 5, 8) and got["ht"].is_contiguous()
+
+
+@pytest.mark.parametrize("gates", ["gk", "gv", "gk+gv", "g+gk+gv"])
+@pytest.mark.parametrize("cu", [None, [0, 5, 5, 23, 40]], ids=["fixed", "varlen"])
+def test_recurrent_per_key_and_per_value_gates_match_naive(gates, cu):
+    """``fused_recurrent_gated_delta_rule``'s ``gk: [B, T, HV, K]`` and ``gv: [B, T, HV, V]`` decay
+    the state's rows and columns before the delta update, like ``g`` does as a whole."""
+    B, N = (2, None) if cu is None else (1, 4)
+    x = gdn_inputs(B=B, T=40, HV=4, N=N)
+    if "g+" not in gates:
+        x["g"] = None
+    if "gk" in gates:
+        x["gk"] = F.logsigmoid(torch.randn(B, 40, 4, 8, dtype=torch.float64))
+    if "gv" in gates:
+        x["gv"] = F.logsigmoid(torch.randn(B, 40, 4, 5, dtype=torch.float64))
+    assert_parity(
+        partial(fused_recurrent_gated_delta_rule, **varlen_args(cu)),
+        partial(naive_recurrent_gated_delta_rule, **varlen_args(cu)),
+        x,
+        what=gates,
+    )
+
+
+def test_naive_key_and_value_gates_decay_rows_and_columns():
+    """Independent checks of the naive loop's ``gk`` / ``gv``: with ``beta = 0`` nothing is written,
+    so the state is ``h0`` decayed row-wise by ``exp(sum gk)`` and column-wise by ``exp(sum gv)``;
+    and ``gk`` equal to ``g`` on every key is the scalar gate ``g``."""
+    x = gdn_inputs(T=15)
+    gk = F.logsigmoid(torch.randn(2, 15, 2, 8, dtype=torch.float64))
+    gv = F.logsigmoid(torch.randn(2, 15, 2, 5, dtype=torch.float64))
+    h0 = x["initial_state"]
+    _, ht = naive_recurrent_gated_delta_rule(
+        **dict(x, beta=torch.zeros_like(x["beta"])), gk=gk, gv=gv, output_final_state=True
+    )
+    expect = h0 * x["g"].sum(1).exp()[..., None, None]
+    expect = expect * gk.sum(1).exp()[..., :, None] * gv.sum(1).exp()[..., None, :]
+    assert_rel_close(ht, expect, 1e-13, "rows by gk, columns by gv")
+    g_as_gk = x["g"][..., None].expand(-1, -1, -1, 8)
+    for fn in (naive_recurrent_gated_delta_rule, fused_recurrent_gated_delta_rule):
+        o_g, h_g = fn(**x, output_final_state=True)
+        o_k, h_k = fn(**dict(x, g=None), gk=g_as_gk, output_final_state=True)
+        assert_rel_close(o_k, o_g, 1e-13, "o")
+        assert_rel_close(h_k, h_g, 1e-13, "ht")
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent"])
+@pytest.mark.parametrize(
+    "dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16], ids=["f64", "f32", "bf16", "fp16"]
+)
+def test_every_option_at_once_matches_naive(form, dtype):
+    """GVA, the in-kernel gate, beta logits with negative eigenvalues, the v-first state, the
+    in-kernel L2 norm and packed sequences together (and ``gk``, ``gv`` in the recurrent form),
+    in every input dtype (tolerances of ``tol_for``; states stay float32/float64)."""
+    cu = [0, 5, 5, 23, 40]
+    x = gdn_inputs(B=1, T=40, HV=4, N=4, dtype=dtype, v_first=True)
+    x["q"], x["k"] = 2.0 * x["q"], 3.0 * x["k"]  # unnormalised: the in-kernel L2 norm matters
+    x["g"] = 2.0 * torch.randn_like(x["g"])
+    x["beta"] = torch.randn_like(x["beta"])
+    x["A_log"] = torch.empty(4, dtype=dtype).uniform_(1, 16).log()
+    x["dt_bias"] = 0.5 * torch.randn(4, dtype=dtype)
+    if form == "recurrent":
+        x["gk"] = F.logsigmoid(torch.randn(1, 40, 4, 8, dtype=dtype))
+        x["gv"] = F.logsigmoid(torch.randn(1, 40, 4, 5, dtype=dtype))
+    opts = dict(
+        use_gate_in_kernel=True,
+        use_beta_sigmoid_in_kernel=True,
+        allow_neg_eigval=True,
+        state_v_first=True,
+        use_qk_l2norm_in_kernel=True,
+        cu_seqlens=torch.tensor(cu),
+    )
+    assert_parity(partial(GDN[form], **opts), partial(gdn_reference, **opts), x, what=f"{form} all")
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent"])
+def test_gradcheck_with_fla_options(form):
+    x = gdn_inputs(B=1, T=6, H=1, HV=2, K=3, V=2, v_first=True)
+    x["g"] = torch.randn_like(x["g"])
+    x["beta"] = torch.randn_like(x["beta"])
+    x["A_log"], x["dt_bias"] = torch.rand(2, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+    if form == "recurrent":
+        x["gk"] = F.logsigmoid(torch.randn(1, 6, 2, 3, dtype=torch.float64))
+        x["gv"] = F.logsigmoid(torch.randn(1, 6, 2, 2, dtype=torch.float64))
+    names = list(x)
+    fast = partial(GDN[form], chunk_size=4) if form == "chunk" else GDN[form]
+
+    def fn(*ts):
+        return fast(
+            **dict(zip(names, ts)),
+            output_final_state=True,
+            use_gate_in_kernel=True,
+            use_beta_sigmoid_in_kernel=True,
+            allow_neg_eigval=True,
+            state_v_first=True,
+        )
+
+    leaves = [x[n].clone().requires_grad_() for n in names]
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_recurrent_beta_defaults_to_one(family):
+    """fla's recurrent forms take ``beta=None`` as a step size of 1 (the chunk forms require it)."""
+    x = make_inputs(family, T=12)
+    x.pop("h0")
+    args = [x["q"], x["k"], x["v"]] + ([x["g"]] if family == "gated" else [])
+    o, ht = FORMS[family]["recurrent"](*args, output_final_state=True)
+    o1, ht1 = FORMS[family]["recurrent"](*args, beta=torch.ones_like(x["beta"]), output_final_state=True)
+    assert torch.equal(o, o1) and torch.equal(ht, ht1)
+    with pytest.raises(ValueError, match=r"beta: the delta rule needs a per-token step size"):
+        FORMS[family]["chunk"](*args, None)
+
+
+def test_recurrent_takes_flas_positional_order_and_catches_beta_in_gks_place():
+    """fla 0.6: ``fused_recurrent_gated_delta_rule(q, k, v, g, gk, gv, beta, scale, initial_state,
+    output_final_state, ...)``. A call in the old ``(q, k, v, g, beta)`` order puts beta where
+    ``gk`` goes: that is a ValueError saying so, not a silent misreading."""
+    x = gdn_inputs(T=10)
+    q, k, v, g, beta, h0 = (x[n] for n in ("q", "k", "v", "g", "beta", "initial_state"))
+    pos = fused_recurrent_gated_delta_rule(q, k, v, g, None, None, beta, 0.5, h0, True)
+    kw = fused_recurrent_gated_delta_rule(
+        q, k, v, g, beta=beta, scale=0.5, initial_state=h0, output_final_state=True
+    )
+    assert torch.equal(pos[0], kw[0]) and torch.equal(pos[1], kw[1])
+    with pytest.raises(
+        ValueError, match=r"gk: expected shape .* the shape of beta, and no beta: .* pass beta by keyword"
+    ):
+        fused_recurrent_gated_delta_rule(q, k, v, g, beta)
+
+
+def test_chunk_indices_follow_flas_layout():
+    """fla's ``prepare_chunk_indices``: one ``[sequence, chunk]`` row per chunk, none for an empty
+    sequence (here ``cu_seqlens = [0, 5, 5, 70]``, chunks of 64: 1, 0 and 2 chunks)."""
+    assert chunk_indices(torch.tensor([0, 5, 5, 70]), 64) == [[0, 0], [2, 0], [2, 1]]
+    assert chunk_indices(torch.tensor([0, 40]), 16) == [[0, 0], [0, 1], [0, 2]]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_precomputed_varlen_helpers_are_checked_and_change_nothing(family):
+    """``cu_seqlens_cpu`` (both chunk forms) and ``chunk_indices`` (gated): accepted when they match
+    ``cu_seqlens``, unused (the result is bit-identical), a ValueError when they do not."""
+    cu = torch.tensor([0, 5, 5, 23, 40])
+    x = make_inputs(family, B=1, T=40, N=4)
+    o, ht = call(family, "chunk", x, output_final_state=True, cu_seqlens=cu, chunk_size=16)
+    extra = {"cu_seqlens_cpu": cu.clone()}
+    if family == "gated":
+        extra["chunk_indices"] = torch.tensor(chunk_indices(cu, 16))
+    o2, ht2 = call(family, "chunk", x, output_final_state=True, cu_seqlens=cu, chunk_size=16, **extra)
+    assert torch.equal(o, o2) and torch.equal(ht, ht2)
+    with pytest.raises(ValueError, match=r"cu_seqlens_cpu: must hold the same boundaries as cu_seqlens"):
+        call(family, "chunk", x, cu_seqlens=cu, cu_seqlens_cpu=torch.tensor([0, 5, 6, 23, 40]))
+    if family == "gated":
+        with pytest.raises(
+            ValueError,
+            match=r"chunk_indices: does not match cu_seqlens with chunk_size = 64: expected 3 rows, got 5",
+        ):
+            call(family, "chunk", x, cu_seqlens=cu, chunk_indices=extra["chunk_indices"])  # made for 16
+        with pytest.raises(ValueError, match=r"chunk_indices: given without cu_seqlens"):
+            call(family, "chunk", dict(x, h0=x["h0"][:1]), chunk_indices=extra["chunk_indices"])
+
+
+def _gdn_error_inputs():
+    return gdn_inputs(B=1, T=5, H=2, HV=4, K=4, V=3)
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent"])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ({"v": torch.randn(1, 5, 3, 3, dtype=torch.float64)}, r"v: shape \[1, 5, 3, 3\] must match q's \[B, T\] = \[1, 5\] and have HV heads, a multiple of q's H = 2"),
+        ({"beta": torch.rand(1, 5, 2, dtype=torch.float64)}, r"beta: expected shape \[1, 5, 4\], got \[1, 5, 2\]"),
+        ({"g": torch.zeros(1, 5, 2, dtype=torch.float64)}, r"g: expected shape \[1, 5, 4\]"),
+        ({"initial_state": torch.zeros(1, 2, 4, 3, dtype=torch.float64)}, r"initial_state: expected shape \[N, H, K, V\] = \[1, 4, 4, 3\]"),
+        ({"state_v_first": True}, r"initial_state: expected shape \[N, H, V, K\] = \[1, 4, 3, 4\] \(state_v_first=True\)"),
+        ({"allow_neg_eigval": True}, r"allow_neg_eigval: True requires use_beta_sigmoid_in_kernel=True"),
+        ({"use_gate_in_kernel": True}, r"A_log: required with use_gate_in_kernel=True \(shape \[HV\] = \[4\]\)"),
+        ({"use_gate_in_kernel": True, "g": None, "A_log": torch.zeros(4)}, r"g: use_gate_in_kernel=True computes the decay from the raw gate input"),
+        ({"use_gate_in_kernel": True, "A_log": torch.zeros(2)}, r"A_log: expected shape \[4\], got \[2\]"),
+        ({"use_gate_in_kernel": True, "A_log": torch.zeros(4), "dt_bias": torch.zeros(4, 1)}, r"dt_bias: expected shape \[4\]"),
+        ({"use_gate_in_kernel": True, "A_log": torch.tensor([0.0, 1, 2, math.inf])}, r"A_log: must be finite"),
+        ({"use_beta_sigmoid_in_kernel": 1}, r"use_beta_sigmoid_in_kernel: expected a bool, got 1"),
+        ({"state_v_first": "no"}, r"state_v_first: expected a bool, got 'no'"),
+        ({"use_qk_l2norm_in_kernel": None}, r"use_qk_l2norm_in_kernel: expected a bool, got None"),
+    ],
+)  # fmt: skip
+def test_option_errors_name_the_argument(form, override, match):
+    x = _gdn_error_inputs()
+    x.update(override)
+    with pytest.raises(ValueError, match=match):
+        GDN[form](**x)
+
+
+def test_option_errors_of_one_form():
+    x = _gdn_error_inputs()
+    with pytest.raises(ValueError, match=r"cp_context: fla's context parallelism .* is not available here"):
+        chunk_gated_delta_rule(**x, cp_context=object())
+    with pytest.raises(ValueError, match=r"gk: expected shape \[1, 5, 4, 4\], got \[1, 5, 4, 3\]"):
+        fused_recurrent_gated_delta_rule(**x, gk=torch.zeros(1, 5, 4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"gv: log-space gates must be <= 0"):
+        fused_recurrent_gated_delta_rule(**x, gv=torch.ones(1, 5, 4, 3, dtype=torch.float64))
+    # without use_gate_in_kernel, fla ignores A_log and dt_bias, and so does this
+    o, _ = fused_recurrent_gated_delta_rule(**x, A_log=torch.zeros(7))
+    assert torch.equal(o, fused_recurrent_gated_delta_rule(**x)[0])

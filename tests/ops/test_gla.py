@@ -8,7 +8,15 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers import assert_parity, assert_rel_close, assert_results_close, run_op, tol_for
+from _helpers import (
+    assert_parity,
+    assert_rel_close,
+    assert_results_close,
+    run_op,
+    time_reversed_reference,
+    tol_for,
+    v_first_reference,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -131,15 +139,18 @@ def test_parity_chain(dtype, gate, T):
         assert_results_close(got, rec, tol, f"chunk{C} vs recurrent")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("gate", list(GATES))
-def test_bfloat16_inputs_within_2e_2(gate):
-    inp = make_inputs(T=45, K=16, V=8, dtype=torch.bfloat16, gate=gate)
+def test_half_precision_inputs_within_2e_2(gate, dtype):
+    """bfloat16 and float16 (fla's tests use float16 throughout) inputs: states in float32,
+    outputs and gradients in the input dtype, within 2e-2 of the naive loop."""
+    inp = make_inputs(T=45, K=16, V=8, dtype=dtype, gate=gate)
     ref = run_op(FORMS["naive"], inp)
     for form in ("recurrent", "chunk16"):
         got = run_op(FORMS[form], inp)
-        assert got["o"].dtype == torch.bfloat16 and got["ht"].dtype == torch.float32
-        assert all(got[n].dtype == torch.bfloat16 for n in ("dq", "dk", "dv", "dg"))
-        assert_results_close(got, ref, 2e-2, f"{form} bf16")
+        assert got["o"].dtype == dtype and got["ht"].dtype == torch.float32
+        assert all(got[n].dtype == dtype for n in ("dq", "dk", "dv", "dg"))
+        assert_results_close(got, ref, 2e-2, f"{form} {dtype}")
 
 
 @pytest.mark.parametrize(("gate", "expected"), [("mild", "whole"), ("medium", "sub"), ("strong", "exact")])
@@ -338,6 +349,55 @@ def test_chunk_size_invariance():
     ref = run_op(chunk_gla, inp, chunk_size=64)
     for C in (16, 32):
         assert_results_close(run_op(chunk_gla, inp, chunk_size=C), ref, 1e-12, f"chunk {C} vs 64")
+
+
+# ----------------------------------------------------------------------------------------------
+# fla 0.6 options: state_v_first (states as [N, H, V, K]) and cu_seqlens_cpu
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent", "recurrent_reverse"])
+@pytest.mark.parametrize("cu", [None, [0, 9, 9, 30]], ids=["fixed", "varlen"])
+def test_state_v_first_equals_naive_on_transposed_states(form, cu):
+    """``state_v_first=True``: the state comes in and goes out as fla's ``[N, H, V, K]``; the
+    naive loop run on the transposed state gives the same outputs, states and every gradient
+    (``dinitial_state`` included, in the v-first layout)."""
+    B, N = (2, 2) if cu is None else (1, 3)
+    inp = make_inputs(B=B, T=30, gate="medium", N=N)
+    inp["initial_state"] = inp["initial_state"].detach().transpose(-1, -2).contiguous()  # [N, H, V, K]
+    varlen = {} if cu is None else {"cu_seqlens": torch.tensor(cu)}
+    naive = FORMS["naive"]
+    if form == "recurrent_reverse":  # reverse is the naive loop on each sequence flipped in time
+        fast = partial(FORMS["recurrent"], reverse=True, **varlen)
+        naive = time_reversed_reference(naive, ("q", "k", "v", "g"))
+    else:
+        fast = partial(FORMS[form], **varlen)
+    naive = partial(naive, **varlen)
+    got, _ = assert_parity(partial(fast, state_v_first=True), v_first_reference(naive), inp, what=form)
+    assert got["ht"].shape == (N, 2, 6, 8) and got["ht"].is_contiguous()  # [N, H, V, K], dense
+    plain = run_op(fast, dict(inp, initial_state=inp["initial_state"].transpose(-1, -2)))
+    assert_rel_close(got["ht"], plain["ht"].transpose(-1, -2), 1e-15, "same state, transposed")
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent"])
+def test_state_v_first_errors(form):
+    q, k, v, g = _good()  # K = 4, V = 3
+    with pytest.raises(ValueError, match=r"initial_state: expected shape \[N, H, V, K\] = \[1, 2, 3, 4\] "):
+        FORMS[form](q, k, v, g, initial_state=torch.zeros(1, 2, 4, 3), state_v_first=True)
+    with pytest.raises(ValueError, match=r"state_v_first: expected a bool, got 1"):
+        FORMS[form](q, k, v, g, state_v_first=1)
+
+
+def test_chunk_cu_seqlens_cpu_is_checked_and_changes_nothing():
+    """fla's ``cu_seqlens_cpu`` (a host copy of ``cu_seqlens``) is accepted, checked, unused."""
+    cu = torch.tensor([0, 5, 20])
+    inp = make_inputs(B=1, T=20, N=2)
+    o, ht = chunk_gla(**inp, output_final_state=True, cu_seqlens=cu)
+    o2, ht2 = chunk_gla(**inp, output_final_state=True, cu_seqlens=cu, cu_seqlens_cpu=cu.clone())
+    assert torch.equal(o, o2) and torch.equal(ht, ht2)
+    with pytest.raises(ValueError, match=r"cu_seqlens_cpu: must hold the same boundaries as cu_seqlens"):
+        chunk_gla(**inp, cu_seqlens=cu, cu_seqlens_cpu=torch.tensor([0, 6, 20]))
+    with pytest.raises(ValueError, match=r"cu_seqlens_cpu: given without cu_seqlens"):
+        chunk_gla(**make_inputs(B=1, T=20, N=1), cu_seqlens_cpu=torch.tensor([0, 20]))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
-from _helpers import assert_parity, assert_rel_close, make_qkv
+from _helpers import assert_parity, assert_rel_close, make_qkv, time_reversed_reference
 
 from linearlab.ops import (
     chunk_lightning_attn,
@@ -38,7 +40,7 @@ def make_inputs(B, T, H, K, V, dtype=torch.float64, layer_idx=1, num_layers=4):
     return dict(q=q, k=k, v=v, layer_idx=layer_idx, num_layers=num_layers, initial_state=h0)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(
     "fn", [chunk_lightning_attn, fused_recurrent_lightning_attn], ids=["chunk", "recurrent"]
 )
@@ -46,6 +48,27 @@ def test_parity_with_naive(fn, dtype):
     inp = make_inputs(2, 41, 4, 8, 6, dtype=dtype)
     res, _ = assert_parity(fn, naive_recurrent_lightning_attn, inp)
     assert res["o"].dtype == dtype
+
+
+@pytest.mark.parametrize("cu", [None, [0, 11, 40]], ids=["fixed", "varlen"])
+def test_recurrent_reverse_equals_naive_on_flipped_sequences(cu):
+    """fla 0.6's ``fused_recurrent_lightning_attn(..., output_final_state, reverse, cu_seqlens)``:
+    ``reverse=True`` equals the naive loop on each sequence flipped in time (every gradient too)."""
+    B, N = (2, 2) if cu is None else (1, 2)
+    inp = make_inputs(B, 40, 4, 8, 6)
+    inp["initial_state"] = torch.randn(N, 4, 8, 6, dtype=torch.float64)
+    varlen = {} if cu is None else {"cu_seqlens": torch.tensor(cu)}
+    assert_parity(
+        partial(fused_recurrent_lightning_attn, reverse=True, **varlen),
+        partial(time_reversed_reference(naive_recurrent_lightning_attn, ("q", "k", "v")), **varlen),
+        inp,
+    )
+    q, k, v, h0 = (inp[n] for n in ("q", "k", "v", "initial_state"))
+    positional = fused_recurrent_lightning_attn(q, k, v, 1, 4, None, h0[:B], True, True)
+    keyword = fused_recurrent_lightning_attn(
+        q, k, v, 1, 4, initial_state=h0[:B], output_final_state=True, reverse=True
+    )
+    assert torch.equal(positional[0], keyword[0]) and torch.equal(positional[1], keyword[1])
 
 
 def test_is_simple_gla_with_lightning_decay():

@@ -6,7 +6,14 @@ from functools import partial
 
 import pytest
 import torch
-from _helpers import assert_parity, assert_rel_close, assert_results_close, make_qkv, run_op
+from _helpers import (
+    assert_parity,
+    assert_rel_close,
+    assert_results_close,
+    make_qkv,
+    run_op,
+    time_reversed_reference,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,12 +56,13 @@ def test_parity_float32(form, normalize):
     assert res["o"].dtype == torch.float32
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("form", sorted(FORMS))
 @pytest.mark.parametrize("normalize", [False, True])
-def test_bfloat16_inputs(form, normalize):
-    inp = make_inputs(1, 40, 2, 16, 16, normalize, dtype=torch.bfloat16)
+def test_half_precision_inputs(form, normalize, dtype):
+    inp = make_inputs(1, 40, 2, 16, 16, normalize, dtype=dtype)
     res, _ = assert_parity(FORMS[form], naive_recurrent_linear_attn, inp, what=form)
-    assert res["o"].dtype == torch.bfloat16 and res["ht"].dtype == torch.float32
+    assert res["o"].dtype == dtype and res["ht"].dtype == torch.float32
 
 
 @pytest.mark.parametrize("normalize", [False, True])
@@ -79,7 +87,7 @@ def test_gradcheck(form, normalize):
     def fn(q, k, v, h0):
         if form == "chunk":
             return chunk_linear_attn(q, k, v, None, h0, True, normalize, chunk_size=4)
-        return fused_recurrent_linear_attn(q, k, v, None, h0, True, normalize)
+        return fused_recurrent_linear_attn(q, k, v, None, h0, True, False, normalize)  # reverse first
 
     assert torch.autograd.gradcheck(
         fn, (inp["q"], inp["k"], inp["v"], inp["initial_state"]), eps=1e-6, atol=1e-8
@@ -183,6 +191,40 @@ def test_final_state_is_none_unless_requested():
         assert fn(**inp)[1] is None
 
 
+# ----- fla 0.6: normalize defaults, reverse -----------------------------------------------------------
+
+
+def test_normalize_defaults_are_flas():
+    """fla 0.6: ``chunk_linear_attn`` normalises by default, ``fused_recurrent_linear_attn`` does not."""
+    inp = make_inputs(1, 20, 2, 4, 3, normalize=True, h0=False)
+    del inp["normalize"]
+    o_default, ht = chunk_linear_attn(**inp, output_final_state=True)
+    o_norm, _ = chunk_linear_attn(**inp, normalize=True)
+    assert torch.equal(o_default, o_norm) and ht.shape == (1, 2, 4, 4)  # z rides along: V + 1
+    o_rec, _ = fused_recurrent_linear_attn(**inp)
+    o_plain, _ = naive_recurrent_linear_attn(**inp, normalize=False)
+    assert_rel_close(o_rec, o_plain, 1e-13, "recurrent default is unnormalised")
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("cu", [None, [0, 9, 9, 31]], ids=["fixed", "varlen"])
+def test_recurrent_reverse_equals_naive_on_flipped_sequences(normalize, cu):
+    """``reverse=True`` runs each sequence backwards from its own state; with ``normalize`` the key
+    sum runs backwards too (``z_t = z_0 + sum_{s >= t} k_s``): outputs, states (z column included)
+    and every gradient equal the naive loop on the flipped inputs."""
+    B, N = (2, 2) if cu is None else (1, 3)
+    inp = make_inputs(B, 31, 2, 4, 3, normalize, h0=False)
+    h0 = torch.rand(N, 2, 4, 3 + int(normalize), dtype=torch.float64)  # z of positive features > 0
+    inp["initial_state"] = h0
+    varlen = {} if cu is None else {"cu_seqlens": torch.tensor(cu)}
+    assert_parity(
+        partial(fused_recurrent_linear_attn, reverse=True, **varlen),
+        partial(time_reversed_reference(naive_recurrent_linear_attn, ("q", "k", "v")), **varlen),
+        inp,
+        what=f"reverse normalize={normalize}",
+    )
+
+
 # ----- errors --------------------------------------------------------------------------------------
 
 
@@ -198,7 +240,7 @@ def test_errors(fn):
     with pytest.raises(ValueError, match=r"initial_state: expected shape \[N, H, K, V\] = \[1, 2, 4, 4\]"):
         fn(q, k, v, initial_state=torch.zeros(1, 2, 4, 3), normalize=True)  # needs V + 1 columns
     with pytest.raises(ValueError, match=r"initial_state: expected shape \[N, H, K, V\] = \[1, 2, 4, 3\]"):
-        fn(q, k, v, initial_state=torch.zeros(1, 2, 4, 4))
+        fn(q, k, v, initial_state=torch.zeros(1, 2, 4, 4), normalize=False)
     with pytest.raises(ValueError, match=r"q: expected 4 dims"):
         fn(q[0], k, v, normalize=True)
     with pytest.raises(ValueError, match=r"v: shape"):
@@ -207,6 +249,16 @@ def test_errors(fn):
         fn(q, k, v, cu_seqlens=torch.tensor([0, 4, 2, 6]))
     with pytest.raises(ValueError, match=r"scale: expected a float"):
         fn(q, k, v, scale=[1.0])
+    # fla 0.6 carries a normalised state as (kv [N, H, K, V], z [N, 1, H, K]): refused, with the fix
+    fla_state = (torch.zeros(1, 2, 4, 3), torch.zeros(1, 1, 2, 4))
+    with pytest.raises(ValueError, match=r"initial_state: got a tuple; .* z_state.squeeze\(1\)"):
+        fn(q, k, v, initial_state=fla_state, normalize=True)
+
+
+def test_reverse_must_be_a_bool():
+    q, k, v = make_qkv(1, 6, 2, 4, 3, requires_grad=False)
+    with pytest.raises(ValueError, match=r"reverse: expected a bool, got None"):
+        fused_recurrent_linear_attn(q, k, v, reverse=None)
 
 
 def test_chunk_size_error():

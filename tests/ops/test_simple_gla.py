@@ -15,6 +15,8 @@ from _helpers import (
     make_log_gate,
     make_qkv,
     run_op,
+    time_reversed_reference,
+    v_first_reference,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -59,11 +61,12 @@ def test_parity_float32(form):
     assert res["o"].dtype == torch.float32 and res["ht"].dtype == torch.float32
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("form", sorted(FORMS))
-def test_bfloat16_inputs(form):
-    inp = make_inputs(1, 40, 2, 16, 16, dtype=torch.bfloat16)
+def test_half_precision_inputs(form, dtype):
+    inp = make_inputs(1, 40, 2, 16, 16, dtype=dtype)
     res, _ = assert_parity(FORMS[form], naive_recurrent_simple_gla, inp, what=form)
-    assert res["o"].dtype == torch.bfloat16, "o must come back in the input dtype"
+    assert res["o"].dtype == dtype, "o must come back in the input dtype"
     assert res["ht"].dtype == torch.float32, "the state is kept in float32"
 
 
@@ -254,6 +257,122 @@ def test_retention_varlen():
     assert_rel_close(ht, ht2, 1e-12, "ht")
 
 
+# ----- fla 0.6 options: reverse, state_v_first, cu_seqlens_cpu ----------------------------------------
+
+#: the naive loop run on each (packed) sequence flipped in time: the reference for reverse=True
+NAIVE_REVERSED = time_reversed_reference(naive_recurrent_simple_gla, ("q", "k", "v", "g"))
+
+
+@pytest.mark.parametrize("gates", ["g", "g_gamma", "both", "none"])
+@pytest.mark.parametrize("cu", [None, [0, 5, 5, 23, 40]], ids=["fixed", "varlen"])
+def test_recurrent_reverse_equals_naive_on_flipped_sequences(gates, cu):
+    """``reverse=True`` runs each sequence from its last token to its first (from its own initial
+    state): outputs, final states and every gradient equal the naive loop on the flipped inputs."""
+    B, N = (2, 2) if cu is None else (1, 4)
+    inp = make_inputs(B, 40, 2, 4, 3, gates=gates)
+    inp["initial_state"] = torch.randn(N, 2, 4, 3, dtype=torch.float64)
+    varlen = {} if cu is None else {"cu_seqlens": torch.tensor(cu)}
+    got, _ = assert_parity(
+        partial(fused_recurrent_simple_gla, reverse=True, **varlen),
+        partial(NAIVE_REVERSED, **varlen),
+        inp,
+        what=f"reverse {gates}",
+    )
+    # and the direction is right: the last token is read first, straight from the initial state
+    q, k, v, h0 = (inp[n].detach() for n in ("q", "k", "v", "initial_state"))
+    if cu is None and gates == "none":
+        S = h0 + k[:, -1, :, :, None] * v[:, -1, :, None, :]
+        last = 4**-0.5 * torch.einsum("bhk,bhkv->bhv", q[:, -1], S)
+        assert_rel_close(got["o"][:, -1], last, 1e-14, "o at T - 1")
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent", "recurrent_reverse"])
+@pytest.mark.parametrize("cu", [None, [0, 5, 5, 23, 40]], ids=["fixed", "varlen"])
+def test_state_v_first_equals_naive_on_transposed_states(form, cu):
+    """``state_v_first=True``: states in and out as fla's ``[N, H, V, K]``; every result (the
+    gradient of the initial state included) equals the naive loop's on the transposed state."""
+    B, N = (2, 2) if cu is None else (1, 4)
+    inp = make_inputs(B, 40, 2, 4, 3)
+    inp["initial_state"] = torch.randn(N, 2, 3, 4, dtype=torch.float64)  # [N, H, V, K]
+    varlen = {} if cu is None else {"cu_seqlens": torch.tensor(cu)}
+    fast = {
+        "chunk": partial(chunk_simple_gla, chunk_size=16),
+        "recurrent": fused_recurrent_simple_gla,
+        "recurrent_reverse": partial(fused_recurrent_simple_gla, reverse=True),
+    }[form]
+    naive = NAIVE_REVERSED if form == "recurrent_reverse" else naive_recurrent_simple_gla
+    got, _ = assert_parity(
+        partial(fast, state_v_first=True, **varlen),
+        partial(v_first_reference(naive), **varlen),
+        inp,
+        what=f"{form} state_v_first",
+    )
+    assert got["ht"].shape == (N, 2, 3, 4) and got["ht"].is_contiguous()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_retention_reverse_and_state_v_first(reverse):
+    """``fused_recurrent_retention`` passes both options on: simple GLA with RetNet's decay."""
+    H, cu = 3, torch.tensor([0, 7, 30])
+    inp = make_inputs(1, 30, H, 4, 5, gates="none")
+    inp["initial_state"] = torch.randn(2, H, 5, 4, dtype=torch.float64)  # [N, H, V, K]
+    del inp["g"], inp["g_gamma"]
+    naive = partial(naive_recurrent_simple_gla, g_gamma=retnet_log_gamma(H))
+    if reverse:
+        naive = time_reversed_reference(naive, ("q", "k", "v"))
+    assert_parity(
+        partial(fused_recurrent_retention, reverse=reverse, state_v_first=True, cu_seqlens=cu),
+        partial(v_first_reference(naive), cu_seqlens=cu),
+        inp,
+        what=f"retention reverse={reverse}",
+    )
+
+
+def test_fla_positional_order_of_the_new_arguments():
+    """fla 0.6: ``fused_recurrent_simple_gla(q, k, v, g, g_gamma, scale, initial_state,
+    output_final_state, reverse, state_v_first, cu_seqlens)``; ``chunk_simple_gla(..., output_final_state,
+    state_v_first, cu_seqlens, cu_seqlens_cpu)``: positional calls bind as in fla."""
+    inp = make_inputs(1, 12, 2, 4, 3)
+    q, k, v, g, gg = (inp[n] for n in ("q", "k", "v", "g", "g_gamma"))
+    h0 = inp["initial_state"].detach().transpose(-1, -2)
+    cu = torch.tensor([0, 5, 12])
+    h0n = torch.randn(2, 2, 3, 4, dtype=torch.float64)
+    pos = fused_recurrent_simple_gla(q, k, v, g, gg, 0.5, h0n, True, True, True, cu)
+    kw = fused_recurrent_simple_gla(
+        q,
+        k,
+        v,
+        g,
+        gg,
+        scale=0.5,
+        initial_state=h0n,
+        output_final_state=True,
+        reverse=True,
+        state_v_first=True,
+        cu_seqlens=cu,
+    )
+    assert torch.equal(pos[0], kw[0]) and torch.equal(pos[1], kw[1])
+    pos = chunk_simple_gla(q, k, v, g, gg, 0.5, h0, True, True, None, None)
+    kw = chunk_simple_gla(
+        q, k, v, g, gg, scale=0.5, initial_state=h0, output_final_state=True, state_v_first=True
+    )
+    assert torch.equal(pos[0], kw[0]) and torch.equal(pos[1], kw[1])
+
+
+def test_chunk_cu_seqlens_cpu_is_checked_and_changes_nothing():
+    cu = torch.tensor([0, 13, 40])
+    inp = make_inputs(1, 40, 2, 4, 3, h0=False)
+    o, ht = chunk_simple_gla(**inp, output_final_state=True, cu_seqlens=cu)
+    o2, ht2 = chunk_simple_gla(**inp, output_final_state=True, cu_seqlens=cu, cu_seqlens_cpu=cu.clone())
+    assert torch.equal(o, o2) and torch.equal(ht, ht2)
+    with pytest.raises(
+        ValueError, match=r"cu_seqlens_cpu: must hold the same boundaries as cu_seqlens \[0, 13, 40\]"
+    ):
+        chunk_simple_gla(**inp, cu_seqlens=cu, cu_seqlens_cpu=torch.tensor([0, 14, 40]))
+    with pytest.raises(ValueError, match=r"cu_seqlens_cpu: expected an integer dtype"):
+        chunk_simple_gla(**inp, cu_seqlens=cu, cu_seqlens_cpu=cu.double())
+
+
 # ----- errors --------------------------------------------------------------------------------------
 
 
@@ -307,6 +426,15 @@ def test_errors(fn, case):
     mutate(d)
     with pytest.raises(ValueError, match=msg):
         fn(**d)
+
+
+@pytest.mark.parametrize("fn", [fused_recurrent_simple_gla, fused_recurrent_retention])
+def test_option_flags_must_be_bools(fn):
+    d = _base()
+    with pytest.raises(ValueError, match=r"reverse: expected a bool, got 'yes'"):
+        fn(**d, reverse="yes")
+    with pytest.raises(ValueError, match=r"initial_state: expected shape \[N, H, V, K\] = \[1, 2, 3, 4\]"):
+        fn(**d, state_v_first=True, initial_state=torch.zeros(1, 2, 4, 3))
 
 
 def test_cu_seqlens_needs_batch_one():

@@ -86,12 +86,12 @@ def _lightning_naive(q, k, v, **kw):
 
 def families() -> list[Family]:
     return [
-        Family("linear_attn", ops.chunk_linear_attn, ops.fused_recurrent_linear_attn, ops.naive_recurrent_linear_attn, _no_gates),
+        Family("linear_attn", partial(ops.chunk_linear_attn, normalize=False), ops.fused_recurrent_linear_attn, ops.naive_recurrent_linear_attn, _no_gates),
         Family("simple_gla", ops.chunk_simple_gla, ops.fused_recurrent_simple_gla, ops.naive_recurrent_simple_gla, _scalar_gate),
         Family("lightning", _lightning(ops.chunk_lightning_attn), _lightning(ops.fused_recurrent_lightning_attn), _lightning_naive, _no_gates),
         Family("gla", ops.chunk_gla, ops.fused_recurrent_gla, ops.naive_recurrent_gla, _key_gate, positional=("g",)),
         Family("delta_rule", ops.chunk_delta_rule, ops.fused_recurrent_delta_rule, ops.naive_recurrent_delta_rule, _beta, positional=("beta",), normalize_keys=True),
-        Family("gated_delta_rule", ops.chunk_gated_delta_rule, ops.fused_recurrent_gated_delta_rule, ops.naive_recurrent_gated_delta_rule, _gated_beta, positional=("g", "beta"), normalize_keys=True),
+        Family("gated_delta_rule", ops.chunk_gated_delta_rule, ops.fused_recurrent_gated_delta_rule, ops.naive_recurrent_gated_delta_rule, _gated_beta, positional=("g",), normalize_keys=True),
     ]  # fmt: skip
 
 

@@ -19,6 +19,18 @@ def _shape(t: torch.Tensor) -> str:
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int, int, int, int]:
     """Check ``q, k: [B, T, H, K]`` and ``v: [B, T, H, V]``; return ``(B, T, H, K, V)``."""
+    B, T, H, HV, K, V = check_qkv_grouped(q, k, v, grouped=False)
+    return B, T, H, K, V
+
+
+def check_qkv_grouped(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grouped: bool = True
+) -> tuple[int, int, int, int, int, int]:
+    """Check ``q, k: [B, T, H, K]`` and ``v: [B, T, HV, V]``; return ``(B, T, H, HV, K, V)``.
+
+    With ``grouped`` (fla's grouped value attention, GVA) ``HV`` may be any multiple of ``H``:
+    value head ``j`` reads query/key head ``j // (HV // H)``. Without it ``HV == H``.
+    """
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
@@ -30,9 +42,16 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, i
             )
     if q.shape != k.shape:
         raise ValueError(f"k: shape {_shape(k)} must equal q's shape {_shape(q)} ([B, T, H, K])")
-    if v.shape[:3] != q.shape[:3]:
+    if not grouped and v.shape[:3] != q.shape[:3]:
         raise ValueError(
             f"v: shape {_shape(v)} must match q's [B, T, H] = {list(q.shape[:3])} ([B, T, H, V])"
+        )
+    if grouped and (
+        v.shape[:2] != q.shape[:2] or q.shape[2] == 0 or v.shape[2] % q.shape[2] or v.shape[2] == 0
+    ):
+        raise ValueError(
+            f"v: shape {_shape(v)} must match q's [B, T] = {list(q.shape[:2])} and have HV heads, a "
+            f"multiple of q's H = {q.shape[2]} ([B, T, HV, V]; HV > H is grouped value attention)"
         )
     devices = {t.device for t in (q, k, v)}
     if len(devices) > 1:
@@ -40,7 +59,7 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, i
     if q.shape[1] == 0:
         raise ValueError("q: sequence length T must be at least 1, got 0")
     B, T, H, K = q.shape
-    return B, T, H, K, v.shape[-1]
+    return B, T, H, v.shape[2], K, v.shape[-1]
 
 
 def check_same_device(ref: torch.Tensor, name: str, t: torch.Tensor | None) -> None:
@@ -114,15 +133,95 @@ def check_cu_seqlens(cu_seqlens: torch.Tensor | None, B: int, T: int) -> int:
     return len(cu) - 1
 
 
-def check_initial_state(h0: torch.Tensor | None, N: int, H: int, K: int, V: int, ref: torch.Tensor) -> None:
-    """``initial_state: [N, H, K, V]`` (N = batch size, or number of sequences with cu_seqlens)."""
+def check_initial_state(
+    h0: torch.Tensor | None, N: int, H: int, K: int, V: int, ref: torch.Tensor, v_first: bool = False
+) -> None:
+    """``initial_state: [N, H, K, V]`` (N = batch size, or number of sequences with cu_seqlens);
+    ``[N, H, V, K]`` with ``v_first`` (fla's ``state_v_first=True``)."""
     if h0 is None:
         return
     if not isinstance(h0, torch.Tensor):
         raise ValueError(f"initial_state: expected a torch.Tensor, got {type(h0).__name__}")
-    if tuple(h0.shape) != (N, H, K, V):
+    if v_first and tuple(h0.shape) != (N, H, V, K):
+        raise ValueError(
+            f"initial_state: expected shape [N, H, V, K] = {[N, H, V, K]} (state_v_first=True), "
+            f"got {_shape(h0)}"
+        )
+    if not v_first and tuple(h0.shape) != (N, H, K, V):
         raise ValueError(f"initial_state: expected shape [N, H, K, V] = {[N, H, K, V]}, got {_shape(h0)}")
     check_same_device(ref, "initial_state", h0)
+
+
+def check_flag(name: str, value: bool) -> bool:
+    """A boolean switch such as ``reverse`` or ``state_v_first`` (a real bool, not a truthy value)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: expected a bool, got {value!r}")
+    return value
+
+
+def state_from_v_first(h0: torch.Tensor | None, v_first: bool) -> torch.Tensor | None:
+    """A checked ``initial_state`` in the ``[N, H, K, V]`` layout the kernels use (a transposed
+    view of fla's ``state_v_first`` layout ``[N, H, V, K]``; gradients flow back through it)."""
+    return h0.transpose(-1, -2) if v_first and h0 is not None else h0
+
+
+def state_to_v_first(ht: torch.Tensor | None, v_first: bool) -> torch.Tensor | None:
+    """A final state ``[N, H, K, V]`` in the layout the caller asked for: ``[N, H, V, K]``, dense
+    like fla's, with ``v_first``."""
+    return ht.transpose(-1, -2).contiguous() if v_first and ht is not None else ht
+
+
+def check_cu_seqlens_cpu(cu_seqlens_cpu: torch.Tensor | None, cu_seqlens: torch.Tensor | None) -> None:
+    """fla's ``cu_seqlens_cpu``: a precomputed host copy of ``cu_seqlens`` (it spares the GPU kernels
+    a device sync). Nothing here needs it; it is accepted when it holds the same boundaries."""
+    if cu_seqlens_cpu is None:
+        return
+    if cu_seqlens is None:
+        raise ValueError(
+            "cu_seqlens_cpu: given without cu_seqlens; it is a copy of cu_seqlens, so pass both or neither"
+        )
+    if not isinstance(cu_seqlens_cpu, torch.Tensor) or cu_seqlens_cpu.dim() != 1:
+        raise ValueError(f"cu_seqlens_cpu: expected a 1-D integer tensor [N + 1], got {cu_seqlens_cpu!r}")
+    if cu_seqlens_cpu.dtype.is_floating_point or cu_seqlens_cpu.dtype == torch.bool:
+        raise ValueError(f"cu_seqlens_cpu: expected an integer dtype, got {cu_seqlens_cpu.dtype}")
+    if cu_seqlens_cpu.tolist() != cu_seqlens.tolist():
+        raise ValueError(
+            f"cu_seqlens_cpu: must hold the same boundaries as cu_seqlens {cu_seqlens.tolist()}, "
+            f"got {cu_seqlens_cpu.tolist()}"
+        )
+
+
+def chunk_indices(cu_seqlens: torch.Tensor, chunk_size: int) -> list[list[int]]:
+    """fla's ``chunk_indices`` for packed sequences: one ``[sequence, chunk within it]`` row per
+    chunk of ``chunk_size`` tokens, sequences in order (an empty sequence has no rows)."""
+    cu = cu_seqlens.tolist()
+    return [[n, c] for n, (a, b) in enumerate(zip(cu[:-1], cu[1:])) for c in range(-(-(b - a) // chunk_size))]
+
+
+def check_chunk_indices(
+    indices: torch.Tensor | None, cu_seqlens: torch.Tensor | None, chunk_size: int
+) -> None:
+    """fla's ``chunk_indices``: precomputed from ``cu_seqlens`` for fla's chunk kernels. The forms
+    here do not use it; it is accepted when it equals what fla would compute for ``chunk_size``."""
+    if indices is None:
+        return
+    if cu_seqlens is None:
+        raise ValueError(
+            "chunk_indices: given without cu_seqlens; it indexes the chunks of packed sequences, "
+            "so pass cu_seqlens too"
+        )
+    if not isinstance(indices, torch.Tensor) or indices.dim() != 2 or indices.shape[-1] != 2:
+        raise ValueError(f"chunk_indices: expected an integer tensor [num_chunks, 2], got {indices!r}")
+    if indices.dtype.is_floating_point or indices.dtype == torch.bool:
+        raise ValueError(f"chunk_indices: expected an integer dtype, got {indices.dtype}")
+    expected, got = chunk_indices(cu_seqlens, chunk_size), indices.tolist()
+    if got != expected:
+        row = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
+        raise ValueError(
+            f"chunk_indices: does not match cu_seqlens with chunk_size = {chunk_size}: expected "
+            f"{len(expected)} rows, got {len(got)}; first difference at row {row}: expected "
+            f"{expected[row] if row < len(expected) else 'no row'}, got {got[row] if row < len(got) else 'no row'}"
+        )
 
 
 def state_dtype(x: torch.Tensor) -> torch.dtype:
@@ -153,10 +252,10 @@ def run_varlen(
         h0 = None if initial_state is None else initial_state[n : n + 1]
         if length == 0:  # an empty sequence leaves its state untouched
             ref = per_token["v"]
-            if h0 is None:
+            if h0 is None:  # v has the state's heads (more than q's with grouped values)
                 q = per_token["q"]
                 h0 = torch.zeros(
-                    1, q.shape[2], q.shape[3], ref.shape[3], dtype=state_dtype(q), device=q.device
+                    1, ref.shape[2], q.shape[3], ref.shape[3], dtype=state_dtype(q), device=q.device
                 )
             finals.append(h0.to(state_dtype(ref)))
             continue

@@ -77,7 +77,7 @@ class GatedDeltaNet(DeltaNet):
         g = self.log_decay(x)  # in compute_dtype (float32 or float64), see mamba2_log_decay
         if q.shape[1] == 1:
             return ops.fused_recurrent_gated_delta_rule(
-                q, k, v, g, beta, initial_state=initial_state, output_final_state=True
+                q, k, v, g, beta=beta, initial_state=initial_state, output_final_state=True
             )
         return ops.chunk_gated_delta_rule(
             q, k, v, g, beta, initial_state=initial_state, output_final_state=True, chunk_size=self.chunk_size

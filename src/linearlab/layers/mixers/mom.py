@@ -245,7 +245,7 @@ class MixtureOfMemories(ShortConvQKV):
         q = q.unsqueeze(2).expand(B, T, N, H, K).reshape(B, T, N * H, K)
         if T == 1:
             o, ht = ops.fused_recurrent_gated_delta_rule(
-                q, k, v, g, beta, initial_state=h0, output_final_state=True
+                q, k, v, g, beta=beta, initial_state=h0, output_final_state=True
             )
         else:
             o, ht = ops.chunk_gated_delta_rule(

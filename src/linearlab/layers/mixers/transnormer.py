@@ -127,7 +127,7 @@ class TransNormerAttention(nn.Module):
         }
         if self.decay is None:
             op = ops.fused_recurrent_linear_attn if step else ops.chunk_linear_attn
-            o, S = op(q, k, v, **kwargs)
+            o, S = op(q, k, v, normalize=False, **kwargs)
         else:
             # one constant log decay for every head, built like the ops build RetNet's
             g_gamma = torch.full(

@@ -19,6 +19,7 @@ def chunk_delta_rule(
     output_final_state: bool = False,
     use_qk_l2norm_in_kernel: bool = False,
     cu_seqlens: torch.LongTensor | None = None,
+    cu_seqlens_cpu: torch.LongTensor | None = None,
     *,
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -28,7 +29,7 @@ def chunk_delta_rule(
     state ``S: [K, V]``. Unlike fla, float32 inputs are accepted.
 
     Args:
-        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]`` (float64, float32 or bfloat16; any T).
+        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]`` (float64, float32, bfloat16 or float16; any T).
         beta: ``[B, T, H]`` step size (``(0, 1)`` with L2-normalised keys keeps the state bounded).
         scale: query scale, default ``K ** -0.5``.
         initial_state: ``[N, H, K, V]`` (``N = B``, or the number of sequences with ``cu_seqlens``).
@@ -36,6 +37,8 @@ def chunk_delta_rule(
             float64 inputs).
         use_qk_l2norm_in_kernel: L2-normalise ``q`` and ``k`` over the last dim first.
         cu_seqlens: ``[N + 1]`` offsets of packed sequences (requires ``B == 1``).
+        cu_seqlens_cpu: fla's precomputed host copy of ``cu_seqlens``; not needed here, accepted
+            when it holds the same boundaries.
         chunk_size: tokens per chunk (default 64); results do not depend on it.
 
     Returns:
@@ -60,5 +63,6 @@ def chunk_delta_rule(
         use_qk_l2norm_in_kernel,
         cu_seqlens,
         batch_varlen=True,
+        cu_seqlens_cpu=cu_seqlens_cpu,
         chunk_size=chunk_size,
     )

@@ -12,7 +12,7 @@ def fused_recurrent_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    beta: torch.Tensor,
+    beta: torch.Tensor | None = None,
     scale: float | None = None,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
@@ -24,7 +24,8 @@ def fused_recurrent_delta_rule(
     ``S_t = S_{t-1} + beta_t k_t^T (v_t - k_t S_{t-1})``, ``o_t = (scale q_t) S_t``.
 
     Args:
-        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]`` step size.
+        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]`` step size (None means 1,
+            as in fla).
         scale: query scale, default ``K ** -0.5``.
         initial_state: ``[N, H, K, V]`` state to start from (e.g. the last call's final state).
         output_final_state: return the final state ``[N, H, K, V]`` (float32; float64 for float64).
@@ -52,4 +53,5 @@ def fused_recurrent_delta_rule(
         use_qk_l2norm_in_kernel,
         cu_seqlens,
         batch_varlen=True,
+        beta_default_one=True,
     )

@@ -1,8 +1,8 @@
 """Gated delta rule (Gated DeltaNet; the default memory of Mixture-of-Memories).
 
 ``S_t = exp(g_t) S_{t-1} + beta_t k_t^T (v_t - k_t exp(g_t) S_{t-1})``, ``o_t = (scale q_t) S_t``.
-All three forms take ``(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
-use_qk_l2norm_in_kernel=False, cu_seqlens=None)``; see ``README.md``.
+Signatures are fla 0.6's: the chunk and naive forms take ``(q, k, v, g, beta, scale, ...)``, the
+recurrent form ``(q, k, v, g, gk, gv, beta, scale, ...)`` (pass ``beta`` by keyword); see ``README.md``.
 """
 
 from linearlab.ops.gated_delta_rule.chunk import chunk_gated_delta_rule

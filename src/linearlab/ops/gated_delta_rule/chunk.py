@@ -314,28 +314,56 @@ def chunk_gated_delta_rule(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     use_qk_l2norm_in_kernel: bool = False,
+    use_beta_sigmoid_in_kernel: bool = False,
+    allow_neg_eigval: bool = False,
+    state_v_first: bool = False,
     cu_seqlens: torch.LongTensor | None = None,
+    cu_seqlens_cpu: torch.LongTensor | None = None,
+    chunk_indices: torch.LongTensor | None = None,
+    cp_context: object = None,
     *,
     chunk_size: int = 64,
+    use_gate_in_kernel: bool = False,
+    A_log: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gated delta rule (Gated DeltaNet), chunked with the WY/UT transform: the training path.
 
     Computes ``S_t = exp(g_t) S_{t-1} + beta_t k_t^T (v_t - k_t exp(g_t) S_{t-1})`` and
-    ``o_t = (scale q_t) S_t`` per head, with state ``S: [K, V]``.
+    ``o_t = (scale q_t) S_t`` per value head, with state ``S: [K, V]``. Positional order is
+    fla 0.6's; ``chunk_size``, ``use_gate_in_kernel``, ``A_log`` and ``dt_bias`` (which fla takes
+    through ``**kwargs``) are keyword-only.
 
     Args:
-        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]`` (float64, float32 or bfloat16; any T).
-        g: ``[B, T, H]`` log decay (<= 0). beta: ``[B, T, H]`` delta step size.
+        q, k: ``[B, T, H, K]``; v: ``[B, T, HV, V]`` (float64, float32, bfloat16 or float16; any
+            T) with ``HV`` a multiple of ``H`` (grouped value attention: value head ``j`` reads
+            query/key head ``j // (HV // H)``; ``HV == H`` is the usual case).
+        g: ``[B, T, HV]`` log decay (<= 0), or the raw gate input with ``use_gate_in_kernel``.
+        beta: ``[B, T, HV]`` delta step size, or logits with ``use_beta_sigmoid_in_kernel``.
         scale: query scale, default ``K ** -0.5``.
-        initial_state: ``[N, H, K, V]`` (``N = B``, or the number of sequences with ``cu_seqlens``).
-        output_final_state: also return the final state ``[N, H, K, V]`` (float32; float64 for
-            float64 inputs).
+        initial_state: ``[N, HV, K, V]`` (``N = B``, or the number of sequences with
+            ``cu_seqlens``); ``[N, HV, V, K]`` with ``state_v_first``.
+        output_final_state: also return the final state (float32; float64 for float64 inputs).
         use_qk_l2norm_in_kernel: L2-normalise ``q`` and ``k`` over the last dim first.
+        use_beta_sigmoid_in_kernel: ``beta`` holds logits; the step size is ``sigmoid(beta)``.
+        allow_neg_eigval: step size ``2 * sigmoid(beta)`` in ``(0, 2)`` (negative eigenvalues of
+            ``I - beta k^T k``); needs ``use_beta_sigmoid_in_kernel``, as in fla.
+        state_v_first: states in fla's value-first layout ``[N, HV, V, K]``, on input and output.
         cu_seqlens: ``[N + 1]`` offsets of packed sequences (requires ``B == 1``).
+        cu_seqlens_cpu: fla's precomputed host copy of ``cu_seqlens``; not needed here, accepted
+            when it holds the same boundaries.
+        chunk_indices: fla's precomputed ``[num_chunks, 2]`` (sequence, chunk) table for
+            ``cu_seqlens``; not needed here, accepted when it equals fla's for ``chunk_size``.
+        cp_context: fla's context-parallel context; only None (a ValueError says why).
         chunk_size: tokens per chunk (default 64); results do not depend on it.
+        use_gate_in_kernel: ``g`` is the raw input and the decay is
+            ``-exp(A_log) * softplus(g + dt_bias)`` (Mamba-2 / Gated DeltaNet), differentiable in
+            ``g``, ``A_log`` and ``dt_bias``.
+        A_log: ``[HV]``, required with ``use_gate_in_kernel`` (ignored without it, as in fla).
+        dt_bias: ``[HV]`` or None, used with ``use_gate_in_kernel`` (ignored without it).
 
     Returns:
-        ``(o: [B, T, H, V] in q's dtype, final_state or None)``.
+        ``(o: [B, T, HV, V] in q's dtype, final_state or None)``.
 
     Example:
         >>> q = F.normalize(torch.randn(1, 100, 4, 64), dim=-1); k = F.normalize(torch.randn_like(q), dim=-1)
@@ -357,5 +385,15 @@ def chunk_gated_delta_rule(
         use_qk_l2norm_in_kernel,
         cu_seqlens,
         batch_varlen=True,
+        grouped=True,
+        use_gate_in_kernel=use_gate_in_kernel,
+        A_log=A_log,
+        dt_bias=dt_bias,
+        use_beta_sigmoid_in_kernel=use_beta_sigmoid_in_kernel,
+        allow_neg_eigval=allow_neg_eigval,
+        state_v_first=state_v_first,
+        cu_seqlens_cpu=cu_seqlens_cpu,
+        chunk_indices=chunk_indices,
         chunk_size=chunk_size,
+        cp_context=cp_context,
     )

@@ -17,12 +17,16 @@ from linearlab.ops.common import causal_mask, chunks_per_segment, from_chunks, s
 from linearlab.ops.gla._intra import SUB, Gates, Intra, chunk_cumsum
 from linearlab.ops.utils import (
     check_cu_seqlens,
+    check_cu_seqlens_cpu,
+    check_flag,
     check_initial_state,
     check_log_gate,
     check_qkv,
     check_scale,
     run_varlen,
     state_dtype,
+    state_from_v_first,
+    state_to_v_first,
 )
 
 #: Chunks are processed in segments of about this many elements per [B, t, H, D] tensor (2048
@@ -166,28 +170,36 @@ def chunk_gla(
     scale: float | None = None,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
+    state_v_first: bool = False,
     cu_seqlens: torch.LongTensor | None = None,
+    cu_seqlens_cpu: torch.LongTensor | None = None,
     *,
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gated Linear Attention with per-key gates, chunked (fast; the training path).
 
-    ``S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t`` and ``o_t = (scale q_t) S_t``.
+    ``S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t`` and ``o_t = (scale q_t) S_t``. Positional order
+    is fla 0.6's ``chunk_gla``; ``chunk_size`` is a keyword-only extra.
 
     Args:
         q, k: ``[B, T, H, K]`` queries and keys.
         v: ``[B, T, H, V]`` values.
         g: ``[B, T, H, K]`` per-key log-space decay (``<= 0``), e.g. ``logsigmoid(x) / 16``.
         scale: multiplies ``q``; default ``K ** -0.5``.
-        initial_state: ``[N, H, K, V]`` (N = B, or the number of sequences with ``cu_seqlens``).
+        initial_state: ``[N, H, K, V]`` (N = B, or the number of sequences with ``cu_seqlens``);
+            ``[N, H, V, K]`` with ``state_v_first``.
         output_final_state: also return the state after the last token.
+        state_v_first: states in fla's value-first layout ``[N, H, V, K]`` (the transpose of
+            ``[N, H, K, V]``), on input and output.
         cu_seqlens: ``[N + 1]`` packed sequence boundaries (needs ``B == 1``).
+        cu_seqlens_cpu: fla's precomputed host copy of ``cu_seqlens``; not needed here, accepted
+            when it holds the same boundaries.
         chunk_size: tokens per chunk; at most 16 or a multiple of 16 (default 64). The result
             does not depend on it beyond round-off.
 
     Returns:
-        ``o: [B, T, H, V]`` in the input dtype, and ``final_state: [N, H, K, V]`` (float32, or
-        float64 for float64 inputs) or None.
+        ``o: [B, T, H, V]`` in the input dtype, and ``final_state: [N, H, K, V]`` (``[N, H, V, K]``
+        with ``state_v_first``; float32, or float64 for float64 inputs) or None.
 
     Example:
         >>> q = k = torch.randn(1, 100, 2, 16); v = torch.randn(1, 100, 2, 8)
@@ -197,18 +209,23 @@ def chunk_gla(
     B, T, H, K, V = check_qkv(q, k, v)
     check_log_gate("g", g, (B, T, H, K), q)
     scale = check_scale(scale, K)
+    state_v_first = check_flag("state_v_first", state_v_first)
     N = check_cu_seqlens(cu_seqlens, B, T)
-    check_initial_state(initial_state, N, H, K, V, q)
+    check_cu_seqlens_cpu(cu_seqlens_cpu, cu_seqlens)
+    check_initial_state(initial_state, N, H, K, V, q, v_first=state_v_first)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
     if chunk_size > SUB and chunk_size % SUB:
         raise ValueError(f"chunk_size: must be <= {SUB} or a multiple of {SUB}, got {chunk_size}")
+    h0 = state_from_v_first(initial_state, state_v_first)
     if cu_seqlens is not None:
-        return run_varlen(
+        o, ht = run_varlen(
             lambda q, k, v, g, **kw: _chunk_fixed(q, k, v, g, scale, chunk_size=chunk_size, **kw),
             {"q": q, "k": k, "v": v, "g": g},
             cu_seqlens,
-            initial_state,
+            h0,
             output_final_state,
         )
-    return _chunk_fixed(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
+    else:
+        o, ht = _chunk_fixed(q, k, v, g, scale, h0, output_final_state, chunk_size)
+    return o, state_to_v_first(ht, state_v_first)

@@ -10,12 +10,15 @@ import torch
 
 from linearlab.ops.utils import (
     check_cu_seqlens,
+    check_flag,
     check_initial_state,
     check_log_gate,
     check_qkv,
     check_scale,
     run_varlen,
     state_dtype,
+    state_from_v_first,
+    state_to_v_first,
 )
 
 
@@ -62,26 +65,29 @@ def fused_recurrent_gla(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     reverse: bool = False,
+    state_v_first: bool = False,
     cu_seqlens: torch.LongTensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """GLA by state passing (the decoding form; correct for any ``T``).
 
     ``S_t = diag(exp(gk_t)) S_{t-1} diag(exp(gv_t)) + k_t^T v_t``, ``o_t = (scale q_t) S_t``; a
     missing gate means no decay on that side. With ``reverse=True`` time runs right to left
-    (``S_t`` is built from tokens ``t..T-1``).
+    (``S_t`` is built from tokens ``t..T-1``). Positional order is fla 0.6's.
 
     Args:
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``.
         gk: optional ``[B, T, H, K]`` per-key log decay (``<= 0``).
         gv: optional ``[B, T, H, V]`` per-value log decay (``<= 0``).
         scale: multiplies ``q``; default ``K ** -0.5``.
-        initial_state: ``[N, H, K, V]``; output_final_state: also return the last state.
-        reverse: run from the last token to the first.
+        initial_state: ``[N, H, K, V]`` (``[N, H, V, K]`` with ``state_v_first``).
+        output_final_state: also return the last state.
+        reverse: run from the last token to the first (each packed sequence on its own).
+        state_v_first: states in fla's value-first layout ``[N, H, V, K]``, on input and output.
         cu_seqlens: ``[N + 1]`` packed sequence boundaries (needs ``B == 1``).
 
     Returns:
-        ``o: [B, T, H, V]`` (input dtype) and ``final_state: [N, H, K, V]`` (float32, float64 for
-        float64 inputs) or None.
+        ``o: [B, T, H, V]`` (input dtype) and ``final_state: [N, H, K, V]`` (``[N, H, V, K]`` with
+        ``state_v_first``; float32, float64 for float64 inputs) or None.
 
     Example:
         >>> q = k = torch.randn(1, 1, 2, 4); v = torch.randn(1, 1, 2, 3)
@@ -92,14 +98,19 @@ def fused_recurrent_gla(
     check_log_gate("gk", gk, (B, T, H, K), q)
     check_log_gate("gv", gv, (B, T, H, V), q)
     scale = check_scale(scale, K)
+    reverse = check_flag("reverse", reverse)
+    state_v_first = check_flag("state_v_first", state_v_first)
     N = check_cu_seqlens(cu_seqlens, B, T)
-    check_initial_state(initial_state, N, H, K, V, q)
+    check_initial_state(initial_state, N, H, K, V, q, v_first=state_v_first)
+    h0 = state_from_v_first(initial_state, state_v_first)
     if cu_seqlens is not None:
-        return run_varlen(
+        o, ht = run_varlen(
             lambda q, k, v, gk, gv, **kw: _recurrent_fixed(q, k, v, gk, gv, scale, reverse=reverse, **kw),
             {"q": q, "k": k, "v": v, "gk": gk, "gv": gv},
             cu_seqlens,
-            initial_state,
+            h0,
             output_final_state,
         )
-    return _recurrent_fixed(q, k, v, gk, gv, scale, initial_state, output_final_state, reverse)
+    else:
+        o, ht = _recurrent_fixed(q, k, v, gk, gv, scale, h0, output_final_state, reverse)
+    return o, state_to_v_first(ht, state_v_first)

@@ -18,9 +18,14 @@ def fused_recurrent_lightning_attn(
     scale: float | None = None,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
+    reverse: bool = False,
     cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Lightning attention token by token; args and returns as in ``chunk_lightning_attn``."""
+    """Lightning attention token by token; args and returns as in ``chunk_lightning_attn``.
+
+    ``reverse=True`` runs from the last token to the first (see ``fused_recurrent_simple_gla``).
+    Positional order is fla 0.6's.
+    """
     H = check_qkv(q, k, v)[2]
     g_gamma = lightning_attn_decay(H, layer_idx, num_layers, dtype=state_dtype(q), device=q.device)
     return fused_recurrent_simple_gla(
@@ -31,5 +36,6 @@ def fused_recurrent_lightning_attn(
         scale=scale,
         initial_state=initial_state,
         output_final_state=output_final_state,
+        reverse=reverse,
         cu_seqlens=cu_seqlens,
     )

@@ -26,6 +26,19 @@ def check_normalize(normalize: bool) -> bool:
     return normalize
 
 
+def reject_state_tuple(initial_state: object) -> None:
+    """fla 0.6 carries a normalised state as a tuple ``(kv_state, z_state)``; here it is one tensor.
+
+    Raised instead of guessing, so a tuple never meets the wrong layout silently.
+    """
+    if isinstance(initial_state, tuple):
+        raise ValueError(
+            "initial_state: got a tuple; fla carries a normalize=True state as (kv_state [N, H, K, V], "
+            "z_state [N, 1, H, K]), linearlab as one tensor [N, H, K, V + 1] whose last value column is "
+            "z: pass torch.cat([kv_state, z_state.squeeze(1)[..., None]], dim=-1)"
+        )
+
+
 def run_linear_attn(
     core: Core,
     q: torch.Tensor,
@@ -41,8 +54,11 @@ def run_linear_attn(
     """Validate, then run ``core(q, k, v, g=None, scale, h0, output_final_state, cu_seqlens, ...)``.
 
     ``core`` returns ``o`` in the state dtype; the division (if any) is done there, then cast.
+    With ``reverse=True`` in ``core_kwargs`` the key sum ``z`` runs backwards too (it is the
+    state's last value column).
     """
     normalize = check_normalize(normalize)
+    reject_state_tuple(initial_state)
     V = v.shape[-1] if isinstance(v, torch.Tensor) and v.dim() == 4 else None
     scale = validate(
         q,

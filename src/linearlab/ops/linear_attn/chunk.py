@@ -16,20 +16,23 @@ def chunk_linear_attn(
     scale: float | None = None,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
-    normalize: bool = False,
+    normalize: bool = True,
     cu_seqlens: torch.Tensor | None = None,
     *,
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Causal linear attention ``o_t = scale q_t sum_{s<=t} k_s^T v_s`` in chunked form.
 
-    ``normalize=False`` is TransNormer's NormAttention core (apply your output norm after);
-    ``normalize=True`` divides by ``scale q_t z_t + eps`` with ``z_t = sum_{s<=t} k_s`` (Katharopoulos).
+    ``normalize=True`` (the default, as in fla) divides by ``scale q_t z_t + eps`` with
+    ``z_t = sum_{s<=t} k_s`` (Katharopoulos); ``normalize=False`` is TransNormer's NormAttention
+    core (apply your output norm after). Note that ``fused_recurrent_linear_attn`` defaults to
+    ``normalize=False``, as fla's does: pass it explicitly when mixing the two forms.
 
     Args:
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``.
         scale: default ``K ** -0.5``.
-        initial_state: ``[N, H, K, V]``, or ``[N, H, K, V + 1]`` with ``normalize`` (last column = z).
+        initial_state: ``[N, H, K, V]``, or ``[N, H, K, V + 1]`` with ``normalize`` (last column = z;
+            fla's ``(kv_state, z_state)`` tuple is refused with a ValueError showing the conversion).
         output_final_state: return the final state (same shape as ``initial_state``; float32/float64).
         normalize: add the denominator (see above).
         cu_seqlens: ``[N + 1]`` packed sequence boundaries (B must be 1).

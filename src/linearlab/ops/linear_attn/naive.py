@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from linearlab.ops.linear_attn._common import NORMALIZE_EPS, check_normalize
+from linearlab.ops.linear_attn._common import NORMALIZE_EPS, check_normalize, reject_state_tuple
 from linearlab.ops.simple_gla._common import validate
 from linearlab.ops.utils import run_varlen, state_dtype
 
@@ -43,6 +43,7 @@ def naive_recurrent_linear_attn(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     normalize: bool = False,
+    *,
     cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Plain loop: ``S_t = S_{t-1} + k_t^T v_t``, ``o_t = scale q_t S_t`` (``/ (scale q_t z_t + eps)``
@@ -54,12 +55,14 @@ def naive_recurrent_linear_attn(
         initial_state: ``[N, H, K, V]``, or ``[N, H, K, V + 1]`` when ``normalize`` (last column = z).
         output_final_state: return the final state (same shape as ``initial_state``).
         normalize: Katharopoulos denominator.
-        cu_seqlens: ``[N + 1]`` packed sequence boundaries (B must be 1).
+        cu_seqlens: ``[N + 1]`` packed sequence boundaries (B must be 1); keyword-only, after
+            fla's positional order ``(q, k, v, scale, initial_state, output_final_state, normalize)``.
 
     Returns:
         ``(o [B, T, H, V] in q's dtype, final_state or None)``.
     """
     normalize = check_normalize(normalize)
+    reject_state_tuple(initial_state)
     V = v.shape[-1] if isinstance(v, torch.Tensor) and v.dim() == 4 else None
     scale = validate(
         q,

@@ -16,6 +16,8 @@ import torch
 
 from linearlab.ops.utils import (
     check_cu_seqlens,
+    check_cu_seqlens_cpu,
+    check_flag,
     check_initial_state,
     check_log_gate,
     check_qkv,
@@ -34,17 +36,22 @@ def validate(
     initial_state: torch.Tensor | None,
     cu_seqlens: torch.Tensor | None,
     state_v: int | None = None,
+    state_v_first: bool = False,
+    cu_seqlens_cpu: torch.Tensor | None = None,
 ) -> float:
     """Check every argument of a scalar-decay op and return the resolved ``scale``.
 
-    ``state_v`` is the value width of the state (``V``, or ``V + 1`` for normalised linear attention).
+    ``state_v`` is the value width of the state (``V``, or ``V + 1`` for normalised linear attention);
+    ``state_v_first``: the state comes as ``[N, H, V, K]`` (fla's value-first layout).
     """
     B, T, H, K, V = check_qkv(q, k, v)
     check_log_gate("g", g, (B, T, H), q)
     check_log_gate("g_gamma", g_gamma, (H,), q)
     scale = check_scale(scale, K)
+    state_v_first = check_flag("state_v_first", state_v_first)
     N = check_cu_seqlens(cu_seqlens, B, T)
-    check_initial_state(initial_state, N, H, K, V if state_v is None else state_v, q)
+    check_cu_seqlens_cpu(cu_seqlens_cpu, cu_seqlens)
+    check_initial_state(initial_state, N, H, K, V if state_v is None else state_v, q, v_first=state_v_first)
     return scale
 
 

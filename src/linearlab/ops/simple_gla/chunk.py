@@ -27,7 +27,14 @@ from linearlab.ops.common import (
     to_chunks,
 )
 from linearlab.ops.simple_gla._common import retention_decay, total_gate, validate
-from linearlab.ops.utils import check_chunk_size, check_qkv, run_varlen, state_dtype
+from linearlab.ops.utils import (
+    check_chunk_size,
+    check_qkv,
+    run_varlen,
+    state_dtype,
+    state_from_v_first,
+    state_to_v_first,
+)
 
 
 def _decay(x: torch.Tensor) -> torch.Tensor:
@@ -359,22 +366,29 @@ def chunk_simple_gla(
     scale: float | None = None,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
+    state_v_first: bool = False,
     cu_seqlens: torch.Tensor | None = None,
+    cu_seqlens_cpu: torch.Tensor | None = None,
     *,
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Simple GLA (scalar per-head decay) in chunked form; same math as ``naive_recurrent_simple_gla``.
 
-    ``S_t = exp(g_t + g_gamma) S_{t-1} + k_t^T v_t``, ``o_t = scale * q_t S_t``.
+    ``S_t = exp(g_t + g_gamma) S_{t-1} + k_t^T v_t``, ``o_t = scale * q_t S_t``. Positional order is
+    fla 0.6's ``chunk_simple_gla``; ``chunk_size`` is a keyword-only extra.
 
     Args:
-        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]`` (float64, float32 or bfloat16).
+        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]`` (float64, float32, bfloat16 or float16).
         g: ``[B, T, H]`` data-dependent log decay (<= 0) or None.
         g_gamma: ``[H]`` constant per-head log decay (<= 0) or None. Both may be given: they add.
         scale: query scale, default ``K ** -0.5``.
-        initial_state: ``[N, H, K, V]``; N = B, or the number of sequences with ``cu_seqlens``.
+        initial_state: ``[N, H, K, V]``; N = B, or the number of sequences with ``cu_seqlens``
+            (``[N, H, V, K]`` with ``state_v_first``).
         output_final_state: also return the final state ``[N, H, K, V]`` (float32/float64).
+        state_v_first: states in fla's value-first layout ``[N, H, V, K]``, on input and output.
         cu_seqlens: ``[N + 1]`` boundaries of packed sequences (B must be 1).
+        cu_seqlens_cpu: fla's precomputed host copy of ``cu_seqlens``; not needed here, accepted
+            when it holds the same boundaries.
         chunk_size: tokens per chunk (any positive int; 64 is a good CPU default).
 
     Returns:
@@ -387,13 +401,23 @@ def chunk_simple_gla(
         >>> o.shape, ht.shape
         (torch.Size([1, 10, 2, 8]), torch.Size([1, 2, 8, 8]))
     """
-    scale = validate(q, k, v, g, g_gamma, scale, initial_state, cu_seqlens)
+    scale = validate(
+        q,
+        k,
+        v,
+        g,
+        g_gamma,
+        scale,
+        initial_state,
+        cu_seqlens,
+        state_v_first=state_v_first,
+        cu_seqlens_cpu=cu_seqlens_cpu,
+    )
     chunk_size = check_chunk_size(chunk_size)
     gate = total_gate(g, g_gamma, q)
-    o, ht = chunk_scalar_decay(
-        q, k, v, gate, scale, initial_state, output_final_state, cu_seqlens, chunk_size
-    )
-    return o.to(q.dtype), ht
+    h0 = state_from_v_first(initial_state, state_v_first)
+    o, ht = chunk_scalar_decay(q, k, v, gate, scale, h0, output_final_state, cu_seqlens, chunk_size)
+    return o.to(q.dtype), state_to_v_first(ht, state_v_first)
 
 
 def chunk_retention(
