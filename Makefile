@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # `torch` would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint bench install
+.PHONY: demo test lint bench install papers
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,3 +29,8 @@ lint: install
 
 bench: install
 	$(VENV)/bin/linearlab bench ops
+
+# docs/papers.md and the README's citation list, generated from the declare_paper(...) records and
+# the recipes' reference runs (src/linearlab/records/); tests/test_papers.py checks they are current
+papers: install
+	$(PY) -m linearlab.papers --write

@@ -31,6 +31,8 @@ def _seed():
 
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# the titles and abstracts of the papers the project implements (one text dump), beside the repository
+SHARED_SEED = Path(__file__).resolve().parents[2] / "shared" / "seed"
 
 
 @pytest.fixture
@@ -41,3 +43,11 @@ def etth1_csv() -> Path:
     if not path.is_file():
         pytest.skip(f"needs ../shared/data ({path} absent)")
     return path
+
+
+@pytest.fixture
+def seed_dir() -> Path:
+    """``../shared/seed``; a test using it skips, with the reason, in a clone without it."""
+    if not SHARED_SEED.is_dir() or not any(SHARED_SEED.glob("*.txt")):
+        pytest.skip(f"needs ../shared/seed ({SHARED_SEED} absent or without .txt files)")
+    return SHARED_SEED

@@ -34,3 +34,18 @@ def test_registration_also_works_when_transformers_came_first():
         "print(type(AutoConfig.for_model('linearlab_linearized_mistral')).__name__)\n"
     )
     assert _run(code).strip() == "LinearizedMistralConfig"
+
+
+def test_any_linearlab_module_may_be_the_first_to_import_transformers():
+    for first in ("linearlab.convert.hf_classes", "linearlab.models.hf", "linearlab.convert.hf_attention"):
+        code = (
+            f"import {first}\n"
+            "from transformers import AutoConfig, AutoModelForCausalLM\n"
+            "for t in ('linearlab', 'linearlab_linearized_llama', 'linearlab_linearized_linearlab'):\n"
+            "    print(AutoModelForCausalLM._model_mapping[type(AutoConfig.for_model(t))].__name__)\n"
+        )
+        assert _run(code).split() == [
+            "LinearLabForCausalLM",
+            "LinearizedLlamaForCausalLM",
+            "LinearizedLinearLabForCausalLM",
+        ], first

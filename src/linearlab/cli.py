@@ -1,4 +1,4 @@
-"""Command line: ``linearlab ls|run|report|bench``.
+"""Command line: ``linearlab ls|run|report|papers|bench``.
 
 Every user error (unknown name, bad ``--set`` key or value, missing input file, a run directory
 that may not be used) is one line on stderr and exit code 2, never a traceback, and it is found
@@ -172,15 +172,43 @@ def _cmd_report(args: argparse.Namespace) -> int:
             except ValueError:
                 recipe_name = None
             recipe_name = recipe_name or path.parent.name
-        recipe = RECIPES.get(recipe_name) if (args.recipe or recipe_name in RECIPES) else None
+        known = args.recipe or args.record or recipe_name in RECIPES
+        recipe = RECIPES.get(recipe_name) if known else None
+        if args.record:
+            from linearlab.run_records import build_record
+
+            build_record(recipe, run_dir)  # refuse a smoke run, or another recipe's, before printing
         if recipe is not None and recipe.report is not None:
             print(recipe.report(run_dir))
         else:
             import json
 
             print(json.dumps(summary, indent=2))
+        if args.record:
+            from linearlab.run_records import write_record
+
+            print(f"recorded {write_record(recipe, run_dir)}")
     except USER_ERRORS as err:
         print(f"linearlab report: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_papers(args: argparse.Namespace) -> int:
+    from linearlab import papers
+
+    query = " ".join(args.query).strip()
+    try:
+        if not query:
+            print(papers.render_index())
+            return 0
+        found = papers.find(query)
+        if isinstance(found, papers.Paper):
+            print(papers.render_paper(found))
+        else:
+            print(papers.render_matches(found, query))
+    except USER_ERRORS as err:
+        print(f"linearlab papers: {err}", file=sys.stderr)
         return 2
     return 0
 
@@ -207,6 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     p_report = sub.add_parser("report", help="rebuild tables and figures from a run directory")
     p_report.add_argument("run_dir", type=Path)
     p_report.add_argument("--recipe", default=None, help="recipe name (default: the one in config.json)")
+    p_report.add_argument(
+        "--record",
+        action="store_true",
+        help="keep this run as the recipe's reference run (src/linearlab/records/<recipe>.json)",
+    )
+    p_papers = sub.add_parser(
+        "papers", help="the papers linearlab implements; `papers <arXiv id or words>` shows one"
+    )
+    p_papers.add_argument("query", nargs="*", help="an arXiv id, a short name or words of the title")
     p_bench = sub.add_parser("bench", help=f"speed and memory benchmarks: {', '.join(BENCHES)}")
     p_bench.add_argument("name")
     p_bench.add_argument("rest", nargs=argparse.REMAINDER)
@@ -218,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args.recipe, args.rest)
         if args.command == "report":
             return _cmd_report(args)
+        if args.command == "papers":
+            return _cmd_papers(args)
         return _cmd_bench(args.name, args.rest)
     except SystemExit as exit_:  # argparse's --help (0) and usage errors (2)
         return int(exit_.code or 0)

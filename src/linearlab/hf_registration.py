@@ -18,15 +18,21 @@ _done = False
 
 
 def register_now() -> None:
-    """Register ``LinearLabForCausalLM`` and the linearised twins (idempotent)."""
+    """Register ``LinearLabForCausalLM`` and the linearised twins (idempotent).
+
+    Either module may itself be the one whose import pulled in ``transformers`` (and so ran this
+    hook) and be only half initialised here; each registers its own classes again at its end, so
+    a half-initialised one is simply left to do that.
+    """
     global _done
     if _done:
         return
     _done = True
-    import linearlab.models.hf  # noqa: F401 - registers "linearlab"
-    from linearlab.convert.hf_classes import register_auto_classes
+    import linearlab.convert.hf_classes as twins
+    import linearlab.models.hf  # noqa: F401 - registers "linearlab" at its end
 
-    register_auto_classes()
+    if hasattr(twins, "register_auto_classes"):
+        twins.register_auto_classes()
 
 
 class _AfterTransformers(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -3,7 +3,7 @@
 :meth:`RunDir.start` is the one gate every run passes: it refuses to write into a folder that
 already holds a run unless resuming, refuses a resume whose config differs from the stored one
 (listing the differing keys), and writes ``config.json`` with what is needed to reproduce the run
-(resolved config, linearlab / torch / Python versions, git commit, threads).
+(resolved config, linearlab / torch / Python versions, git commit, threads, machine).
 """
 
 from __future__ import annotations
@@ -46,8 +46,46 @@ def git_commit() -> str | None:
         return None
 
 
+def machine_info() -> dict[str, Any]:
+    """The machine a run ran on: CPU model, physical cores, logical CPUs, the CPUs this process may
+    use, and the operating system (None where it cannot be read)."""
+    cpu, cores = None, None
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    physical: set[tuple[str, str]] = set()
+    for block in text.split("\n\n"):
+        fields = dict(
+            (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in block.splitlines())
+        )
+        cpu = cpu or fields.get("model name")
+        if "core id" in fields:
+            physical.add((fields.get("physical id", "0"), fields["core id"]))
+    cores = len(physical) or None
+    if platform.system() == "Darwin":
+        for key, name in (("machdep.cpu.brand_string", "cpu"), ("hw.physicalcpu", "cores")):
+            try:
+                out = subprocess.run(["sysctl", "-n", key], capture_output=True, text=True, timeout=5)
+                value = out.stdout.strip()
+            except (OSError, subprocess.SubprocessError):
+                value = ""
+            if value and name == "cpu":
+                cpu = value
+            elif value.isdigit():
+                cores = int(value)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu or platform.processor() or platform.machine() or None,
+        "cores": cores,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "system": f"{platform.system()} {platform.release()} {platform.machine()}".strip(),
+    }
+
+
 def run_environment() -> dict[str, Any]:
-    """Versions, commit and threads recorded in every ``config.json``."""
+    """Versions, commit, threads and machine recorded in every ``config.json``."""
     import torch
 
     import linearlab
@@ -58,6 +96,7 @@ def run_environment() -> dict[str, Any]:
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "machine": machine_info(),
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
     }
 

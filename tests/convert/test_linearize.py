@@ -179,3 +179,18 @@ def test_mixer_lm_and_its_hf_wrapper(tmp_path) -> None:
         model.save_pretrained(tmp_path)
         again = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
         torch.testing.assert_close(again.model(x).logits, full, atol=0, rtol=0)
+
+
+def test_bare_mixer_lm_linearizes_in_place():
+    from linearlab.models import MixerLM, ModelConfig
+
+    torch.manual_seed(0)
+    model = MixerLM(ModelConfig(mixer="softmax", d_model=32, n_layers=2, vocab_size=40)).eval()
+    linearize_(model, cfg("hedgehog"))
+    assert len(linearized_modules(model)) == 2
+    x = ids(T=15) % 40
+    with torch.no_grad():
+        full = model(x).logits
+        first = model(x[:, :6])
+        rest = model(x[:, 6:], state=first.state)
+    torch.testing.assert_close(torch.cat([first.logits, rest.logits], 1), full, atol=2e-5, rtol=1e-4)

@@ -73,6 +73,13 @@ def test_smoke_run_writes_the_summary_schema(tmp_path, capsys):
     assert rebuilt.splitlines()[1:] == (tmp_path / "table.txt").read_text().splitlines()[1:]
 
 
+# float32 reductions are vectorised differently on different CPU models (AVX2 / AVX-512), so two
+# epochs of training agree to about 1e-5 across machines (the Fourier head's loss differs by 7.5e-6
+# relative between two AMD EPYC machines); changing the batches, the schedule or a dropout draw
+# moves these numbers by 1e-3 or more
+REL = 1e-4
+
+
 def test_smoke_run_reproduces_the_pre_refactor_losses(tmp_path, capsys):
     assert main(["run", "forecast", "--smoke", "--out", str(tmp_path)]) == 0
     capsys.readouterr()
@@ -81,11 +88,9 @@ def test_smoke_run_reproduces_the_pre_refactor_losses(tmp_path, capsys):
         got = [(r["train_loss"], r["val_mse"]) for r in records if r["model"] == name and "epoch" in r]
         assert len(got) == len(epochs), name
         for (loss, val), (want_loss, want_val) in zip(got, epochs):
-            assert (loss, val) == (pytest.approx(want_loss, rel=1e-6), pytest.approx(want_val, rel=1e-6)), (
-                name
-            )
+            assert (loss, val) == (pytest.approx(want_loss, rel=REL), pytest.approx(want_val, rel=REL)), name
         result = next(r["result"] for r in records if r["model"] == name and "result" in r)
-        assert result["mse"] == pytest.approx(test_mse, rel=1e-6), name
+        assert result["mse"] == pytest.approx(test_mse, rel=REL), name
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["repeat"]["24"]["mse"] == pytest.approx(GOLDEN_REPEAT_MSE, rel=1e-9)
 

@@ -76,8 +76,19 @@ def linearized_classes(model_cls: type[PreTrainedModel]) -> tuple[type, type]:
 
 
 def register_auto_classes() -> None:
-    """Register every linearised twin with ``AutoConfig`` and ``AutoModelForCausalLM``."""
+    """Register every linearised twin with ``AutoConfig`` and ``AutoModelForCausalLM``.
+
+    A family whose base module is still being imported (``linearlab.models.hf`` importing
+    transformers is what set off this registration) is skipped; that module calls this again
+    when it is complete.
+    """
     for family in BASES:
-        config_cls, model_cls = _make(family)
+        try:
+            config_cls, model_cls = _make(family)
+        except AttributeError:  # the base module is half initialised: it registers later
+            continue
         AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
         AutoModelForCausalLM.register(config_cls, model_cls, exist_ok=True)
+
+
+register_auto_classes()

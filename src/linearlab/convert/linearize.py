@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ from torch import nn
 
 from linearlab.convert.operator import LinearizedOperator
 from linearlab.layers.feature_maps import FEATURE_MAPS
+from linearlab.papers import LINEARIZE, declare_paper
 from linearlab.registry import Registry
 
 #: method -> its default feature map
@@ -244,8 +246,11 @@ def _block_index(fqn: str) -> int:
 def _record(model: nn.Module, kind: str, config: LinearizeConfig, layers: list[int]) -> None:
     """Note the conversion in a Hugging Face model's config and give it the class that reloads it."""
     hf_config = getattr(model, "config", None)
-    if not hasattr(hf_config, "to_dict"):
-        return  # a bare MixerLM: nothing to save through Hugging Face
+    # only a Hugging Face model records the conversion (a bare MixerLM's ModelConfig has a to_dict
+    # too, but nothing saves it through Hugging Face); such a model means transformers is loaded
+    transformers = sys.modules.get("transformers")
+    if transformers is None or not isinstance(model, transformers.PreTrainedModel):
+        return
     from linearlab.convert.hf_classes import linearized_classes
 
     previous = getattr(hf_config, "linearize", None) or {}
@@ -280,3 +285,96 @@ def apply_saved_linearization(model: nn.Module) -> None:
 def linearized_modules(model: nn.Module) -> list[tuple[str, LinearizedOperator]]:
     """``[(fqn, operator), ...]`` of every linearised layer in ``model``."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, LinearizedOperator)]
+
+
+declare_paper(
+    arxiv="2410.10254",
+    short="LoLCATs",
+    title="LoLCATs: On Low-Rank Linearizing of Large Language Models",
+    authors="Zhang, Arora, Chalamala, Wu, Spector, Singhal, Ramesh, Ré",
+    venue="ICLR 2025",
+    area=LINEARIZE,
+    status="implemented",
+    objects=(
+        "linearlab.convert.LinearizeConfig",
+        "linearlab.convert.linearize_",
+        "linearlab.convert.distill_attention",
+        "linearlab.convert.finetune_lora",
+        "linearlab.layers.feature_maps.HedgehogSplitMap",
+        "linearlab.ops.chunk_lolcats_attn",
+        "linearlab.ops.fused_recurrent_lolcats_attn",
+        "linearlab.ops.naive_lolcats_attn",
+    ),
+    registered=("linearize method:lolcats", "feature map:hedgehog_split"),
+    recipes=("linearize",),
+    usage=(
+        "from linearlab.convert import LinearizeConfig, linearize_\n"
+        'linearize_(model, LinearizeConfig(method="lolcats", window_size=64))  # then distill_attention, finetune_lora'
+    ),
+    claim=(
+        "Linearised Llama 3 8B and Mistral 7B score 20+ points of 5-shot MMLU above prior "
+        "linearisations while training 0.2% of their parameters on 0.4% of their tokens; the first "
+        "linearised 70B and 405B models close 77.8% and 78.1% of the 5-shot MMLU gap to the originals "
+        "(abstract)."
+    ),
+    figures=("linearize:teacher *", "linearize:lolcats *", "linearize:lolcats_lora_only *"),
+)
+
+declare_paper(
+    arxiv="2503.01496",
+    short="Liger",
+    title="Liger: Linearizing Large Language Models to Gated Recurrent Structures",
+    authors="Lan, Sun, Hu, Du, Cheng",
+    venue="ICML 2025",
+    area=LINEARIZE,
+    status="implemented",
+    objects=(
+        "linearlab.convert.LinearizeConfig",
+        "linearlab.convert.linearize_",
+        "linearlab.convert.finetune_lora",
+    ),
+    registered=("linearize method:liger", "linearize method:liger_gdn"),
+    recipes=("linearize",),
+    usage=(
+        "from linearlab.convert import LinearizeConfig, linearize_\n"
+        'linearize_(model, LinearizeConfig(method="liger"))  # or "liger_gdn"; then finetune_lora only'
+    ),
+    claim=(
+        "Recovers 93% of the Transformer LLM's performance with 0.02% of its pre-training tokens "
+        "(about 0.02B), for models from 1B to 8B parameters, beating LoLCATs at lower cost (abstract)."
+    ),
+    figures=("linearize:liger *", "linearize:liger_gdn *"),
+)
+
+declare_paper(
+    arxiv="2602.02180",
+    short="STILL",
+    title="STILL: Selecting Tokens for Intra-Layer Hybrid Attention to Linearize LLMs",
+    authors="Meng, Huo, Luo, Guan, Zhang, Li, Zhang",
+    area=LINEARIZE,
+    status="partial",
+    objects=(
+        "linearlab.convert.LinearizeConfig",
+        "linearlab.convert.linearize_",
+        "linearlab.layers.feature_maps.NormPreservingMap",
+        "linearlab.ops.chunk_still_attn",
+        "linearlab.ops.fused_recurrent_still_attn",
+        "linearlab.ops.naive_still_attn",
+    ),
+    registered=("linearize method:still", "feature map:norm_preserving"),
+    recipes=("linearize",),
+    usage=(
+        "from linearlab.convert import LinearizeConfig, linearize_\n"
+        'linearize_(model, LinearizeConfig(method="still", budget=32, block_size=16))  # salient tokens keep softmax'
+    ),
+    claim=(
+        "Matches or beats the original pretrained model on commonsense and general reasoning, and "
+        "improves by up to 86.2% (relative) over prior linearised attentions on long-context "
+        "benchmarks (abstract)."
+    ),
+    figures=("linearize:still *",),
+    note=(
+        "Designed from the abstract alone: the paper's exact self-saliency score, NP-Map formula and "
+        "training recipe were not available; the choices made are in src/linearlab/ops/still_attn/README.md."
+    ),
+)

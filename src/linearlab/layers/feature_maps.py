@@ -80,6 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from linearlab.papers import LINEARIZE, declare_paper
 from linearlab.registry import Registry
 
 FEATURE_MAPS: Registry[type[FeatureMap]] = Registry("feature map", argument="feature_map")
@@ -242,3 +243,61 @@ class NormPreservingMap(HedgehogSplitMap):
         u = super().phi(x)
         # u > 0 (softmax), so its norm is bounded away from 0 and the direction is well defined
         return u * (x.norm(dim=-1, keepdim=True) / u.norm(dim=-1, keepdim=True))
+
+
+declare_paper(
+    arxiv="2402.04347",
+    short="Hedgehog",
+    title="The Hedgehog & the Porcupine: Expressive Linear Attentions with Softmax Mimicry",
+    authors="Zhang, Bhatia, Kumbong, Ré",
+    venue="ICLR 2024",
+    area=LINEARIZE,
+    status="implemented",
+    objects=(
+        "linearlab.layers.feature_maps.HedgehogMap",
+        "linearlab.layers.mixers.linear_attention.LinearAttention",
+        "linearlab.convert.LinearizeConfig",
+        "linearlab.convert.linearize_",
+        "linearlab.convert.distill_attention",
+    ),
+    registered=("feature map:hedgehog", "linearize method:hedgehog"),
+    recipes=("mqar", "lm", "linearize"),
+    usage=(
+        "from linearlab.layers import create_mixer\n"
+        'y, state = create_mixer("linear_attention", d_model=64, feature_map="hedgehog")(x)  # x: [B, T, 64]'
+    ),
+    claim=(
+        "Recovers over 99% of standard Transformer quality, training from scratch and converting "
+        "finetuned models; up to 6 perplexity points better than prior linear attentions on "
+        "WikiText-103 and up to 8.7 GLUE points (converted BERT); a converted GPT-2 reaches 16.7 "
+        "perplexity on WikiText-103 (abstract)."
+    ),
+    figures=("mqar:hedgehog *", "lm:hedgehog *", "linearize:hedgehog *"),
+    note=(
+        'Converting a pretrained model: linearize_(model, LinearizeConfig(method="hedgehog")), then '
+        "distill_attention (the attention cross-entropy loss)."
+    ),
+)
+
+declare_paper(
+    arxiv="2103.13076",
+    short="T2R",
+    title="Finetuning Pretrained Transformers into RNNs",
+    authors="Kasai et al.",
+    venue="EMNLP 2021",
+    area=LINEARIZE,
+    status="implemented",
+    objects=(
+        "linearlab.layers.feature_maps.T2RMap",
+        "linearlab.convert.LinearizeConfig",
+        "linearlab.convert.linearize_",
+    ),
+    registered=("feature map:t2r", "linearize method:t2r"),
+    recipes=("linearize",),
+    usage=(
+        "from linearlab.convert import LinearizeConfig, linearize_\n"
+        'linearize_(model, LinearizeConfig(method="t2r"))  # model: HF Llama / Mistral / Qwen2 or MixerLM'
+    ),
+    figures=("linearize:t2r *",),
+    note="Used as the learned-map baseline of the linearisation recipe; the paper's own results are not reproduced.",
+)

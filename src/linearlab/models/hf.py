@@ -265,3 +265,16 @@ class LinearLabForCausalLM(PreTrainedModel, GenerationMixin):
 
 AutoConfig.register(LinearLabConfig.model_type, LinearLabConfig, exist_ok=True)
 AutoModelForCausalLM.register(LinearLabConfig, LinearLabForCausalLM, exist_ok=True)
+
+
+def _register_linearized_twin() -> None:
+    # when this module was the first to import transformers, the twins' registration skipped the
+    # LinearLab family (this module was half initialised then); it is complete now. If the twins'
+    # module is the half-initialised one, it registers everything at its own end.
+    import linearlab.convert.hf_classes as twins
+
+    if hasattr(twins, "register_auto_classes"):
+        twins.register_auto_classes()
+
+
+_register_linearized_twin()

@@ -1,7 +1,9 @@
 """Recipes: one module per paper claim, found by name through one :class:`~linearlab.registry.Registry`.
 
 A recipe module defines ``RECIPE = Recipe(...)``: its config dataclass, named presets (at least
-``default`` and ``smoke``), ``run(config, run_dir) -> summary`` and optionally ``report(run_dir)``.
+``default`` and ``smoke``), ``run(config, run_dir) -> summary`` and optionally ``report(run_dir)``
+and ``headline(summary)`` (the numbers a reference run records, see :mod:`linearlab.run_records`).
+The papers a recipe reproduces name it in their ``declare_paper(..., recipes=(...))`` records.
 The CLI alone turns ``--preset`` / ``--smoke`` / ``--set key=value`` / the recipe's shortcut flags
 into a validated config, checks it (``Recipe.check``) before anything is written, refuses an
 existing run directory without ``--resume`` (and a resume whose config differs), writes
@@ -66,6 +68,9 @@ class Recipe:
             raises ValueError / FileNotFoundError before the run directory is created.
         resume_may_change: config fields a ``--resume`` may change because they do not change the
             results (e.g. ``workers``).
+        headline: ``summary -> {label: number}``, the few numbers that stand for the run (what
+            ``linearlab report <run-dir> --record`` keeps in the recipe's reference-run record and
+            ``linearlab papers`` shows next to the papers' claims); None = the recipe has none.
     """
 
     name: str
@@ -77,6 +82,7 @@ class Recipe:
     flags: Sequence[Flag] = field(default_factory=tuple)
     check: Callable[[Any], None] | None = None
     resume_may_change: Sequence[str] = field(default_factory=tuple)
+    headline: Callable[[dict[str, Any]], dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.config):

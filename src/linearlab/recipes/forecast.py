@@ -496,6 +496,17 @@ def format_table(summary: dict[str, Any], details: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def headline(summary: dict[str, Any]) -> dict[str, float]:
+    """Test MSE per model and horizon (under the run's protocol, see ``legacy_drop_last``)."""
+    return {
+        f"{name} MSE H={h}": row["mse"]
+        for name, per_h in summary.items()
+        if isinstance(per_h, dict)
+        for h, row in per_h.items()
+        if isinstance(row, dict) and "mse" in row
+    }
+
+
 def report(run_dir: RunDir) -> str:
     """Rebuild the table from ``summary.json`` and ``details.json``."""
     summary = {k: v for k, v in run_dir.read_summary().items() if isinstance(v, dict)}
@@ -512,6 +523,7 @@ RECIPE = Recipe(
     presets={"default": ForecastConfig, "smoke": _smoke},
     run=run,
     report=report,
+    headline=headline,
     flags=(
         Flag("--data", "data", "CSV with a date column (default: the synthetic series)"),
         Flag("--models", "models", f"comma-separated model names (default {','.join(DEFAULT_MODELS)})"),

@@ -33,6 +33,7 @@ from linearlab.analysis.probes import probe_r2
 from linearlab.io import atomic_save_safetensors
 from linearlab.lab.tables import fmt
 from linearlab.models.icl import ICLTransformer, interleave
+from linearlab.papers import ICL, declare_paper
 from linearlab.recipes import Recipe
 from linearlab.runs import RunDir
 from linearlab.tasks.icl import ICLTask, PromptStream
@@ -356,6 +357,15 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def headline(summary: dict[str, Any]) -> dict[str, float]:
+    """Mean squared prediction difference (k >= 1) to each reference learner, per noise level."""
+    return {
+        f"sigma={ev['noise_std']:g} SPD to {name}": value
+        for ev in summary.get("runs", [])
+        for name, value in ev["mean_spd"].items()
+    }
+
+
 def report(run_dir: RunDir) -> str:
     return format_summary(run_dir.read_summary())
 
@@ -367,6 +377,37 @@ RECIPE = Recipe(
     presets={"default": Config, "smoke": _smoke},
     run=run,
     report=report,
+    headline=headline,
     check=check,
     resume_may_change=("checkpoint_every",),
+)
+
+
+declare_paper(
+    arxiv="2211.15661",
+    short="ICL algorithms",
+    title="What learning algorithm is in-context learning? Investigations with linear models",
+    authors="Akyürek, Schuurmans, Andreas, Ma, Zhou",
+    venue="ICLR 2023",
+    area=ICL,
+    status="implemented",
+    objects=(
+        "linearlab.models.icl.ICLTransformer",
+        "linearlab.analysis.ols",
+        "linearlab.analysis.ridge",
+        "linearlab.analysis.gd",
+        "linearlab.analysis.LinearProbe",
+        "linearlab.analysis.ols_error_by_k",
+    ),
+    recipes=(NAME,),
+    usage=(
+        "from linearlab.models.icl import ICLTransformer\n"
+        "pred = ICLTransformer(d=5)(torch.randn(4, 11, 5), torch.randn(4, 11))  # pred[:, i] uses points < i"
+    ),
+    claim=(
+        "Trained in-context learners on linear regression match exact least squares when noiseless and "
+        "ridge with lambda = sigma^2 (Bayes-optimal) with noise, by prediction (SPD) and implicit weight "
+        "(ILWD) differences; small models behave like GD; X^T Y and w_OLS can be probed from the hidden "
+        "states."
+    ),
 )

@@ -596,6 +596,25 @@ def report(run_dir: RunDir) -> str:
     return table(summary)
 
 
+def headline(summary: dict[str, Any]) -> dict[str, float]:
+    """Bits/byte of the teacher and of each method after its last stage, the share of the swap's
+    gap to the teacher that training closed, and far-key recall after the last stage."""
+    teacher = summary["teacher"]
+    out: dict[str, float] = {"teacher bpb": teacher["bpb"]}
+    if teacher.get("recall") is not None:
+        out["teacher recall"] = teacher["recall"]
+    for r in summary["results"]:
+        final = _final_bpb(r)
+        out[f"{r['label']} bpb"] = final
+        gap = r["bpb_swap"] - teacher["bpb"]
+        if gap > 0.01:
+            out[f"{r['label']} gap closed"] = (r["bpb_swap"] - final) / gap
+        recall = r.get("recall_stage2", r.get("recall_stage1", r.get("recall_swap")))
+        if recall is not None:
+            out[f"{r['label']} recall"] = recall
+    return out
+
+
 RECIPE = Recipe(
     name="linearize",
     help="linearise a pretrained Llama (T2R, Hedgehog, LoLCATs): bits/byte per stage, params, decode cost",
@@ -608,4 +627,5 @@ RECIPE = Recipe(
         Flag("--methods", "methods", f"comma-separated variants (default {DEFAULT_METHODS})"),
     ),
     check=check,
+    headline=headline,
 )

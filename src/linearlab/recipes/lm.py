@@ -221,6 +221,17 @@ def run(exp: LMExperiment, run_dir: RunDir) -> dict[str, Any]:
     return {"results": results, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def headline(summary: dict[str, Any]) -> dict[str, float]:
+    """Validation bits per byte per mixer at the training length and at the extrapolated one."""
+    out: dict[str, float] = {}
+    for r in summary.get("results", []):
+        out[f"{r['label']} bpb"] = r["val_bpb"]
+        for key, value in r.items():
+            if key.startswith("val_bpb_at_"):
+                out[f"{r['label']} bpb at {key[len('val_bpb_at_') :]}"] = value
+    return out
+
+
 def report(run_dir: RunDir) -> str:
     summary = run_dir.read_summary()
     plot(summary["results"], run_dir)
@@ -234,6 +245,7 @@ RECIPE = Recipe(
     presets={"default": LMExperiment, "smoke": _smoke},
     run=run,
     report=report,
+    headline=headline,
     flags=(
         Flag("--mixers", "mixers", f"comma-separated mixer labels (default {LM_MIXERS})"),
         Flag("--data", "data", "comma-separated text files (default: Python's stdlib)"),

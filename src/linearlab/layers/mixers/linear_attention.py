@@ -11,6 +11,7 @@ from linearlab.layers.mixer_checks import check_mixer_input
 from linearlab.layers.mixer_state import StateShapes, check_state, shape
 from linearlab.layers.multihead import check_heads, merge_heads, split_heads
 from linearlab.layers.registry import register_mixer
+from linearlab.papers import MIXERS, declare_paper
 
 
 @register_mixer("linear_attention")
@@ -102,3 +103,33 @@ class LinearAttention(nn.Module):
     def state_size(self, seq_len: int) -> int:
         """Scalars per sequence: ``H * F * (D/H + normalize)``, independent of ``seq_len``."""
         return self.num_heads * self.q_map.feature_dim * (self.head_dim + int(self.normalize))
+
+
+declare_paper(
+    arxiv="2006.16236",
+    short="Linear Transformers",
+    title="Transformers are RNNs: Fast Autoregressive Transformers with Linear Attention",
+    authors="Katharopoulos, Vyas, Pappas, Fleuret",
+    venue="ICML 2020",
+    area=MIXERS,
+    status="implemented",
+    objects=(
+        "linearlab.layers.mixers.linear_attention.LinearAttention",
+        "linearlab.layers.feature_maps.Elu1Map",
+        "linearlab.ops.chunk_linear_attn",
+        "linearlab.ops.fused_recurrent_linear_attn",
+        "linearlab.ops.naive_recurrent_linear_attn",
+    ),
+    registered=("mixer:linear_attention", "feature map:elu1"),
+    recipes=("mqar", "lm"),
+    usage=(
+        "from linearlab.layers import create_mixer\n"
+        'y, state = create_mixer("linear_attention", d_model=64, feature_map="elu1")(x)  # x: [B, T, 64]'
+    ),
+    claim=(
+        "Attention with a kernel feature map (elu + 1) is a recurrent network: linear time in the "
+        "sequence length and constant memory per generated token, with quality close to softmax "
+        "attention and much faster autoregressive generation (abstract; no numbers in our notes)."
+    ),
+    figures=("mqar:linear_elu1 *", "lm:linear_elu1 *"),
+)

@@ -13,6 +13,7 @@ from linearlab.layers.multihead import check_heads, merge_heads, split_heads
 from linearlab.layers.precision import compute_dtype
 from linearlab.layers.registry import register_mixer
 from linearlab.layers.rotary import RotaryEmbedding, xpos_scale
+from linearlab.papers import MIXERS, declare_paper
 
 
 @register_mixer("retnet")
@@ -118,3 +119,34 @@ class MultiScaleRetention(nn.Module):
         The position counter is bookkeeping and is not counted (as for every mixer).
         """
         return self.num_heads * self.head_dim * (self.value_dim // self.num_heads)
+
+
+declare_paper(
+    arxiv="2307.08621",
+    short="RetNet",
+    title="Retentive Network: A Successor to Transformer for Large Language Models",
+    authors="Sun, Dong, Huang, Ma, Xia, Xue, Wang, Wei",
+    area=MIXERS,
+    status="implemented",
+    objects=(
+        "linearlab.layers.mixers.retnet.MultiScaleRetention",
+        "linearlab.ops.chunk_retention",
+        "linearlab.ops.fused_recurrent_retention",
+        "linearlab.ops.chunk_simple_gla",
+        "linearlab.ops.fused_recurrent_simple_gla",
+        "linearlab.ops.naive_recurrent_simple_gla",
+    ),
+    registered=("mixer:retnet",),
+    recipes=("mqar", "lm"),
+    usage=(
+        "from linearlab.layers import create_mixer\n"
+        'y, state = create_mixer("retnet", d_model=64, num_heads=4)(x)  # x: [B, T, 64]'
+    ),
+    claim=(
+        "Retention trains in parallel (or chunk by chunk) and decodes as a recurrence at constant cost "
+        "per token, with language-modelling quality competitive with Transformers (abstract; no "
+        "numbers in our notes)."
+    ),
+    figures=("mqar:retnet *", "lm:retnet *"),
+    note='Relative positions default to RoPE; the paper\'s xPos is position="xpos".',
+)

@@ -11,6 +11,7 @@ from linearlab.layers.mixer_state import StateShapes, check_state, get_position,
 from linearlab.layers.multihead import check_heads, merge_heads, split_heads
 from linearlab.layers.registry import register_mixer
 from linearlab.layers.rotary import RotaryEmbedding
+from linearlab.papers import MIXERS, declare_paper
 
 
 @register_mixer("softmax")
@@ -126,3 +127,52 @@ class SlidingWindowAttention(SoftmaxAttention):
         if not isinstance(window_size, int) or window_size < 1:
             raise ValueError(f"window_size: sliding_window needs an int >= 1, got {window_size!r}")
         super().__init__(d_model, num_heads, rope, rope_base, window_size, layer_idx, num_layers)
+
+
+declare_paper(
+    arxiv="1706.03762",
+    short="Transformer",
+    title="Attention Is All You Need",
+    authors="Vaswani, Shazeer, Parmar, Uszkoreit, Jones, Gomez, Kaiser, Polosukhin",
+    venue="NeurIPS 2017",
+    area=MIXERS,
+    status="implemented",
+    objects=(
+        "linearlab.layers.mixers.softmax.SoftmaxAttention",
+        "linearlab.ops.attention",
+        "linearlab.ops.attention_step",
+        "linearlab.ops.naive_attention",
+    ),
+    registered=("mixer:softmax",),
+    recipes=("mqar", "lm"),
+    usage=(
+        "from linearlab.layers import create_mixer\n"
+        'y, cache = create_mixer("softmax", d_model=64, num_heads=4)(x)  # x: [B, T, 64]; RoPE, KV cache'
+    ),
+    figures=("mqar:softmax *", "lm:softmax *"),
+    note=(
+        "The baseline every linear mixer is compared with; positions use RoPE (RoFormer, arXiv "
+        "2104.09864) instead of the paper's sinusoids, and its translation results are not reproduced."
+    ),
+)
+
+declare_paper(
+    arxiv="2004.05150",
+    short="Longformer",
+    title="Longformer: The Long-Document Transformer",
+    authors="Beltagy, Peters, Cohan",
+    area=MIXERS,
+    status="partial",
+    objects=("linearlab.layers.mixers.softmax.SlidingWindowAttention", "linearlab.ops.attention"),
+    registered=("mixer:sliding_window",),
+    recipes=("mqar --mixers softmax,sliding_window",),
+    usage=(
+        "from linearlab.layers import create_mixer\n"
+        'y, cache = create_mixer("sliding_window", d_model=64, window_size=16)(x)  # cache keeps 16 tokens'
+    ),
+    figures=("mqar:sliding_window *",),
+    note=(
+        "Only the causal sliding window is implemented (a baseline for recall against state size): "
+        "Longformer's dilated windows and global tokens are not."
+    ),
+)

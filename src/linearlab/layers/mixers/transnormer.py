@@ -15,6 +15,7 @@ from linearlab.layers.multihead import check_heads, merge_heads, split_heads
 from linearlab.layers.norms import SimpleRMSNorm
 from linearlab.layers.precision import compute_dtype
 from linearlab.layers.registry import register_mixer
+from linearlab.papers import MIXERS, declare_paper
 
 
 def block_causal_softmax(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -170,3 +171,37 @@ class TransNormerAttention(nn.Module):
         if self.attn_type == "norm":
             return self.num_heads * self.head_dim * self.head_dim
         return 2 * max(1, min(seq_len, self.block_size - 1)) * self.d_model
+
+
+declare_paper(
+    arxiv="2210.10340",
+    short="TransNormer",
+    title="The Devil in Linear Transformer",
+    authors="Qin, Han, Sun, Li, Kong, Barnes, Zhong",
+    venue="EMNLP 2022",
+    area=MIXERS,
+    status="implemented",
+    objects=(
+        "linearlab.layers.mixers.transnormer.TransNormerAttention",
+        "linearlab.layers.mixers.transnormer.block_causal_softmax",
+        "linearlab.layers.norms.SimpleRMSNorm",
+    ),
+    registered=("mixer:transnormer", "feature map:elu"),
+    recipes=("mqar --mixers softmax,linear_elu1,transnormer",),
+    usage=(
+        "from linearlab.layers import create_mixer\n"
+        'y, state = create_mixer("transnormer", d_model=64, attn_type="norm")(x)  # "diag" in early layers'
+    ),
+    claim=(
+        "The attention denominator makes gradients unbounded and linear attention dilutes its weights; "
+        "with NormAttention (normalised output, no denominator) and DiagAttention (block softmax in the "
+        "early layers) TransNormer beats the vanilla Transformer and other linear variants on "
+        "WikiText-103, text classification and LRA with less time and memory (abstract; the table "
+        "numbers are not verified in our notes)."
+    ),
+    figures=("mqar:transnormer *",),
+    note=(
+        "URPE positions are not included; build TransNormer's layout (DiagAttention in the first half "
+        "of the layers, NormAttention in the second) with ModelConfig's pattern_kwargs."
+    ),
+)
