@@ -29,13 +29,14 @@ def test_linearize_smoke_through_cli(tmp_path):
     assert teacher["bpb"] < 7.5
     rows = {r["label"]: r for r in summary["results"]}
     assert list(rows) == ["elu1", "hedgehog", "lolcats", "still", "liger"]
-    assert "stage1" not in rows["elu1"] and "stage1" in rows["lolcats"]
+    assert "stage1" not in rows["elu1"] and "stage2" not in rows["elu1"] and "stage1" in rows["lolcats"]
     for r in rows.values():
-        assert 0 <= r["recall_stage2"] <= 1
+        assert 0 <= r.get("recall_stage2", r["recall_swap"]) <= 1
         # constant-size states beat the teacher's KV cache at the decode context
         assert 0 < r["state_bytes"] < teacher["state_bytes"]
-        assert r["bpb_stage2"] < 8.0
-        assert r["stage2"]["trainable"] < r["params"] * 0.5
+        assert r.get("bpb_stage2", r["bpb_swap"]) < 8.0
+        if "stage2" in r:
+            assert r["stage2"]["trainable"] < r["params"] * 0.5
     assert (out / "linearize_bits_per_byte.png").exists()
     assert 0 <= teacher["recall"] <= 1
     assert (out / "lolcats" / "model" / "config.json").exists()  # the linearised model is saved
