@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from linearlab.bench import mixers as bench_mixers
 from linearlab.bench import ops as bench_ops
 
@@ -122,19 +124,22 @@ def test_mixers_bench_tiny(tmp_path):
     assert data["train_seq_len"] == 64 and set(data["decode"]["gla"]) == {"64"}
 
 
-def test_median_time_keeps_sampling_until_min_seconds():
-    import time
-
+def test_median_time_keeps_sampling_until_min_seconds(monkeypatch):
+    import linearlab.bench.timing as timing
     from linearlab.bench.timing import median_time
 
+    # a fake clock that each call advances by 10 ms, so the count does not depend on the load of
+    # the machine (a real sleep can oversleep on a busy one)
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
     calls = []
 
     def nap():
         calls.append(None)
-        time.sleep(0.01)
+        now[0] += 0.01
 
-    assert median_time(nap, repeats=2, warmup=0, min_seconds=0.08) >= 0.01
-    assert len(calls) >= 8  # 2 repeats would stop after 0.02 s
+    assert median_time(nap, repeats=2, warmup=0, min_seconds=0.08) == pytest.approx(0.01)
+    assert len(calls) == 8  # 2 repeats would stop after 0.02 s
     calls.clear()
     median_time(nap, repeats=3, warmup=1)
     assert len(calls) == 4  # no time budget: warm-up plus exactly the repeats
