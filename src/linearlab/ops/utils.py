@@ -274,3 +274,50 @@ def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
     return (xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def check_features(fq: torch.Tensor, fk: torch.Tensor, q: torch.Tensor) -> int:
+    """Check the feature-mapped ``fq, fk: [B, T, H, F]`` beside ``q: [B, T, H, K]``; return ``F``.
+
+    Shared by the hybrid families (``lolcats_attn``, ``still_attn``) whose ops take both the raw
+    q/k (for softmax terms) and their features (for linear terms).
+    """
+    B, T, H = q.shape[:3]
+    for name, t in (("fq", fq), ("fk", fk)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name}: expected a torch.Tensor [B, T, H, F], got {type(t).__name__}")
+        if t.dim() != 4 or tuple(t.shape[:3]) != (B, T, H):
+            raise ValueError(
+                f"{name}: expected shape [B, T, H, F] with [B, T, H] = {[B, T, H]} (q's), got {_shape(t)}"
+            )
+        if t.dtype not in ALLOWED_DTYPES:
+            raise ValueError(
+                f"{name}: dtype {t.dtype} is not supported; allowed: float64, float32, bfloat16, float16"
+            )
+        check_same_device(q, name, t)
+    if fk.shape != fq.shape:
+        raise ValueError(f"fk: shape {_shape(fk)} must equal fq's shape {_shape(fq)} (same feature dim F)")
+    if fq.shape[-1] == 0:
+        raise ValueError("fq: feature dim F must be at least 1, got 0")
+    return fq.shape[-1]
+
+
+def check_window_factor(window_factor: torch.Tensor, H: int, q: torch.Tensor) -> torch.Tensor:
+    """Check ``window_factor: [H]`` in (0, 1] (the weight of softmax terms); return it in the state dtype."""
+    if not isinstance(window_factor, torch.Tensor):
+        raise ValueError(
+            f"window_factor: expected a float tensor [H] = [{H}] with values in (0, 1] "
+            f"(apply the sigmoid first), got {type(window_factor).__name__}"
+        )
+    if tuple(window_factor.shape) != (H,):
+        raise ValueError(f"window_factor: expected shape [H] = [{H}], got {_shape(window_factor)}")
+    if not window_factor.is_floating_point():
+        raise ValueError(f"window_factor: expected a floating dtype, got {window_factor.dtype}")
+    check_same_device(q, "window_factor", window_factor)
+    bad = ~((window_factor > 0) & (window_factor <= 1))  # also catches NaN
+    if bad.any():
+        raise ValueError(
+            f"window_factor: values must be in (0, 1] (apply the sigmoid first), "
+            f"got {window_factor[bad][0].item()!r} at head {int(bad.nonzero()[0, 0])}"
+        )
+    return window_factor.to(state_dtype(q))

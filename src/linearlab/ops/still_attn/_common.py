@@ -49,12 +49,13 @@ from dataclasses import dataclass
 import torch
 
 from linearlab.ops.utils import (
-    ALLOWED_DTYPES,
     _shape,
     check_cu_seqlens,
+    check_features,
     check_qkv,
     check_same_device,
     check_scale,
+    check_window_factor,
     state_dtype,
 )
 
@@ -191,51 +192,10 @@ def time_order(pos: torch.Tensor, used: torch.Tensor, slots: int) -> torch.Tenso
 # ------------------------------------------------------------------------------------------ checks
 
 
-def _check_features(fq: torch.Tensor, fk: torch.Tensor, q: torch.Tensor) -> int:
-    B, T, H = q.shape[:3]
-    for name, t in (("fq", fq), ("fk", fk)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor [B, T, H, F], got {type(t).__name__}")
-        if t.dim() != 4 or tuple(t.shape[:3]) != (B, T, H):
-            raise ValueError(
-                f"{name}: expected shape [B, T, H, F] with [B, T, H] = {[B, T, H]} (q's), got {_shape(t)}"
-            )
-        if t.dtype not in ALLOWED_DTYPES:
-            raise ValueError(
-                f"{name}: dtype {t.dtype} is not supported; allowed: float64, float32, bfloat16, float16"
-            )
-        check_same_device(q, name, t)
-    if fk.shape != fq.shape:
-        raise ValueError(f"fk: shape {_shape(fk)} must equal fq's shape {_shape(fq)} (same feature dim F)")
-    if fq.shape[-1] == 0:
-        raise ValueError("fq: feature dim F must be at least 1, got 0")
-    return fq.shape[-1]
-
-
 def _check_int(name: str, value: int, low: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name}: expected an int >= {low} ({what}), got {value!r}")
     return value
-
-
-def _check_window_factor(window_factor: torch.Tensor, H: int, q: torch.Tensor) -> torch.Tensor:
-    if not isinstance(window_factor, torch.Tensor):
-        raise ValueError(
-            f"window_factor: expected a float tensor [H] = [{H}] with values in (0, 1] "
-            f"(apply the sigmoid first), got {type(window_factor).__name__}"
-        )
-    if tuple(window_factor.shape) != (H,):
-        raise ValueError(f"window_factor: expected shape [H] = [{H}], got {_shape(window_factor)}")
-    if not window_factor.is_floating_point():
-        raise ValueError(f"window_factor: expected a floating dtype, got {window_factor.dtype}")
-    check_same_device(q, "window_factor", window_factor)
-    bad = ~((window_factor > 0) & (window_factor <= 1))  # also catches NaN
-    if bad.any():
-        raise ValueError(
-            f"window_factor: values must be in (0, 1] (apply the sigmoid first), "
-            f"got {window_factor[bad][0].item()!r} at head {int(bad.nonzero()[0, 0])}"
-        )
-    return window_factor.to(state_dtype(q))
 
 
 def check_state(state: Mapping[str, torch.Tensor], r: Resolved, q: torch.Tensor) -> None:
@@ -286,11 +246,11 @@ def validate(
 ) -> Resolved:
     """Check every public argument of a STILL op; return the resolved values."""
     B, T, H, K, V = check_qkv(q, k, v)
-    F = _check_features(fq, fk, q)
+    F = check_features(fq, fk, q)
     window_size = _check_int("window_size", window_size, 1, "the query plus w-1 previous keys")
     budget = _check_int("budget", budget, 0, "the most salient tokens kept per sequence and head")
     block_size = _check_int("block_size", block_size, 1, "tokens between two selection boundaries")
-    wf = _check_window_factor(window_factor, H, q)
+    wf = check_window_factor(window_factor, H, q)
     scale = check_scale(scale, K)
     if not isinstance(output_final_state, bool):
         raise ValueError(f"output_final_state: expected a bool, got {output_final_state!r}")
