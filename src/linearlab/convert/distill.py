@@ -23,12 +23,21 @@ from torch import nn
 
 from linearlab.convert.linearize import linearized_modules
 from linearlab.convert.lm_calls import lm_logits, parameter_counts
+from linearlab.convert.operator import LIGER_METHODS
 from linearlab.runs import RunDir
 from linearlab.train.loop import TrainConfig, TrainResult, train
 
 #: loss used when ``loss="auto"``: each paper's own
 DEFAULT_LOSS = {"t2r": "mse", "hedgehog": "xent", "lolcats": "mse", "still": "mse"}
 LOSSES = ("auto", "mse", "xent", "both")
+
+
+def _operators(model: nn.Module) -> list:
+    """The linearised layers' operators; a model without any is an error."""
+    operators = [op for _, op in linearized_modules(model)]
+    if not operators:
+        raise ValueError(f"model: {type(model).__name__} has no linearised layers; call linearize_ first")
+    return operators
 
 
 @dataclass
@@ -69,10 +78,8 @@ def distill_attention(
     """
     if loss not in LOSSES:
         raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
-    operators = [op for _, op in linearized_modules(model)]
-    if not operators:
-        raise ValueError(f"model: {type(model).__name__} has no linearised layers; call linearize_ first")
-    if operators[0].method in ("liger", "liger_gdn"):
+    operators = _operators(model)
+    if operators[0].method in LIGER_METHODS:
         raise ValueError(
             f"model: method {operators[0].method!r} adds no parameters, so there is nothing to distill; "
             "train it with finetune_lora (Liger's single stage)"
@@ -113,9 +120,7 @@ def attention_agreement(model: nn.Module, input_ids: torch.Tensor) -> dict[str, 
     Also reports the teacher's own mean attention entropy (``teacher_entropy``): the cross-entropy
     can never go below it, so the gap is the part of the mismatch a better map could remove.
     """
-    operators = [op for _, op in linearized_modules(model)]
-    if not operators:
-        raise ValueError(f"model: {type(model).__name__} has no linearised layers; call linearize_ first")
+    operators = _operators(model)
     for op in operators:
         op.distill(True)
     try:

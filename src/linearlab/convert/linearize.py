@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from linearlab.convert.operator import LinearizedOperator
+from linearlab.convert.operator import LIGER_METHODS, LinearizedOperator
 from linearlab.layers.feature_maps import FEATURE_MAPS
 from linearlab.papers import LINEARIZE, declare_paper
 from linearlab.registry import Registry
@@ -103,7 +103,7 @@ class LinearizeConfig:
         METHODS.get(self.method)
         if self.feature_map is not None:
             FEATURE_MAPS.get(self.feature_map)
-            if self.method in ("liger", "liger_gdn"):
+            if self.method in LIGER_METHODS:
                 raise ValueError(
                     f"feature_map: method {self.method!r} has a fixed map; leave feature_map None"
                 )
