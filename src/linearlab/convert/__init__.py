@@ -4,7 +4,8 @@
   (Hugging Face Llama / Mistral / Qwen2 and linearlab's ``MixerLM``);
 - :func:`distill_attention`: stage 1, train the new feature maps (and window factors) to mimic
   the softmax attention they replaced;
-- :func:`finetune_lora`: stage 2, next-token fine-tuning with LoRA from ``peft``, merged afterwards.
+- :func:`finetune_lora`: stage 2, next-token fine-tuning with LoRA from ``peft``, merged afterwards;
+- :func:`convert_`: swap ``nn.Linear`` layers for the drop-in layers of :mod:`linearlab.layers.linear`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ _LAZY = {
     "attention_agreement": "linearlab.convert.distill",
     "distill_attention": "linearlab.convert.distill",
     "finetune_lora": "linearlab.convert.lora",
+    "convert_": "linearlab.convert.linear_swap",
+    "linear_layers": "linearlab.convert.linear_swap",
 }
 
 __all__ = sorted(_LAZY)

@@ -104,3 +104,95 @@ def eval_windows(data: torch.Tensor, seq_len: int, max_windows: int | None = Non
         raise ValueError(f"data: {data.numel()} bytes is too short for one window of {seq_len}")
     idx = torch.arange(n)[:, None] * seq_len + torch.arange(seq_len + 1)
     return data[idx].long()
+
+
+# -- sub-word tokens -------------------------------------------------------------------------------
+
+
+def cache_root() -> Path:
+    """Where trained artefacts shared between runs live: ``$LINEARLAB_CACHE`` or ``~/.cache/linearlab``."""
+    import os
+
+    return Path(os.environ.get("LINEARLAB_CACHE") or Path.home() / ".cache" / "linearlab")
+
+
+@dataclass
+class TokenCorpus:
+    """Train / validation token ids (``int64``) and how many bytes one token stands for on average.
+
+    ``bytes_per_token`` converts a loss in nats/token into bits/byte:
+    ``bpb = nats / ln 2 / bytes_per_token`` (1.0 for byte-level data).
+    """
+
+    train: torch.Tensor
+    val: torch.Tensor
+    vocab_size: int
+    bytes_per_token: float
+    tokenizer_file: Path | None = None
+
+
+def byte_tokens(corpus: ByteCorpus) -> TokenCorpus:
+    """The byte corpus as tokens (vocabulary 256)."""
+    return TokenCorpus(corpus.train.long(), corpus.val.long(), 256, 1.0)
+
+
+def bpe_tokens(
+    corpus: ByteCorpus, vocab_size: int = 16384, cache_dir: str | Path | None = None
+) -> TokenCorpus:
+    """The corpus in byte-level BPE tokens, the tokenizer trained here with Hugging Face ``tokenizers``.
+
+    The tokenizer is trained on the train split only and cached with the encoded ids under
+    ``cache_dir`` (default ``cache_root()/bpe/<vocab>-<digest of the corpus>``), so recipes that ask for
+    the same corpus and vocabulary share one tokenizer.
+
+    Example:
+        >>> tokens = bpe_tokens(ByteCorpus.from_files(max_bytes=2_000_000), vocab_size=4096)
+        >>> tokens.train.shape, tokens.bytes_per_token   # about 3 bytes per token on Python sources
+    """
+    from safetensors.torch import load_file
+
+    from linearlab.io import atomic_save_safetensors, atomic_write_text
+
+    if not 256 < vocab_size <= 1_000_000:
+        raise ValueError(f"vocab_size: must be in (256, 1000000] for byte-level BPE, got {vocab_size}")
+    digest = hashlib.sha256(corpus.train.numpy().tobytes() + corpus.val.numpy().tobytes()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "bpe" / f"{vocab_size}-{digest}"
+    tok_file, ids_file = folder / "tokenizer.json", folder / "ids.safetensors"
+    if not (tok_file.is_file() and ids_file.is_file()):
+        folder.mkdir(parents=True, exist_ok=True)
+        tokenizer = _train_bpe(corpus.train, vocab_size)
+        atomic_write_text(tok_file, tokenizer.to_str())
+        ids = {
+            name: _encode(tokenizer, data) for name, data in (("train", corpus.train), ("val", corpus.val))
+        }
+        atomic_save_safetensors(ids_file, ids)
+    ids = load_file(str(ids_file))
+    val_bytes = corpus.val.numel()
+    return TokenCorpus(
+        ids["train"].long(), ids["val"].long(), vocab_size, val_bytes / max(1, ids["val"].numel()), tok_file
+    )
+
+
+def _train_bpe(train: torch.Tensor, vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte stays encodable
+        show_progress=False,
+    )
+    text = bytes(train.tolist()).decode("utf-8", errors="replace")
+    # lines as the training "documents": the trainer counts words per document, and one giant string
+    # would make it hold the whole corpus as a single sequence
+    tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+    return tokenizer
+
+
+def _encode(tokenizer, data: torch.Tensor) -> torch.Tensor:
+    text = bytes(data.tolist()).decode("utf-8", errors="replace")
+    lines = text.splitlines(keepends=True)
+    ids = [i for enc in tokenizer.encode_batch(lines) for i in enc.ids]
+    return torch.tensor(ids, dtype=torch.int32)
