@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import math
@@ -108,11 +109,22 @@ def pretrained_lm(cfg: TestbedConfig = TestbedConfig(), cache_dir: str | Path | 
 
     ``cache_dir`` replaces ``cache_root()/testbed/<cfg digest>`` (tests pass a temporary folder).
     """
+    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "testbed" / cfg.digest()
+    folder.mkdir(parents=True, exist_ok=True)
+    # two recipes started together would otherwise train the same test bed into one folder at once
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _load_or_train(cfg, folder)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _load_or_train(cfg: TestbedConfig, folder: Path) -> Testbed:
     from linearlab.runs import RunDir
     from linearlab.train import TrainConfig, train
     from linearlab.train.checkpoint import load_checkpoint
 
-    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "testbed" / cfg.digest()
     data = load_tokens(cfg)
     torch.manual_seed(cfg.seed)
     model = MixerLM(cfg.model_config(data.vocab_size))
