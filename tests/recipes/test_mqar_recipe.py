@@ -108,3 +108,25 @@ def test_unknown_mixer_label_lists_known_ones():
         UnknownNameError, match=r"unknown mixer variant\(s\) \['nope'\]; choose from: deltanet"
     ):
         parse_variants("softmax,nope")
+
+
+def test_learning_rate_is_chosen_on_validation_not_test():
+    from linearlab.recipes.mqar import _best_over_lr
+
+    def record(lr, val, test):
+        return {"label": "gla", "d_model": 64, "seq_len": 64, "lr": lr, "val_accuracy": {"4": val}, "accuracy": {"4": test}}  # fmt: skip
+
+    # lr 1e-3 is better on validation, lr 1e-2 on test: the choice must follow validation
+    chosen = _best_over_lr([record(1e-2, 0.5, 0.9), record(1e-3, 0.6, 0.7)])
+    assert [r["lr"] for r in chosen] == [1e-3]
+
+
+def test_validation_examples_differ_from_test_examples():
+    from linearlab.recipes.mqar import MQARExperiment, MQARSetting, _make_data
+
+    exp = MQARExperiment(train_examples=64, test_examples=32, val_examples=32)
+    _, _, test, val = _make_data(exp, MQARSetting(seq_len=32, train_kv=[4], test_kv=[4]))
+    tx, vx = test[4][0], val[4][0]
+    assert tx.shape == vx.shape
+    shared = {tuple(r) for r in tx.tolist()} & {tuple(r) for r in vx.tolist()}
+    assert not shared
