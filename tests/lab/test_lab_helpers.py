@@ -34,3 +34,55 @@ def test_every_mixer_variant_names_a_registered_mixer():
         assert y.shape == (1, 5, 16), label
     with pytest.raises(KeyError):
         variant("nope")
+
+
+class _RecordingBar:
+    """Stands in for tqdm: records every position the bar passes through."""
+
+    seen: list[tuple[int, int]] = []
+
+    def __init__(self, total, **kwargs):
+        self.total, self.n = total, 0
+        _RecordingBar.seen = []
+
+    def update(self, k):
+        self.n += k
+        _RecordingBar.seen.append((self.n, self.total))
+
+    def close(self):
+        pass
+
+
+def _stepping_job(n_steps: int, pause: float) -> dict:
+    import time
+
+    from linearlab.lab.parallel import step_done
+
+    for _ in range(n_steps):
+        step_done()
+    time.sleep(pause)  # the parent must show these steps before the job ends
+    return {"steps": n_steps}
+
+
+def test_run_jobs_counts_steps_while_jobs_run(monkeypatch):
+    import linearlab.lab.parallel as parallel
+
+    monkeypatch.setattr(parallel, "tqdm", _RecordingBar)
+    # in-process: the bar moves with every reported step, then tops up to the job's full count
+    out = parallel.run_jobs(_stepping_job, [(3, 0.0), (2, 0.0)], workers=1, desc="t", steps=[4, 2])
+    assert out == [{"steps": 3}, {"steps": 2}]
+    positions = [n for n, _ in _RecordingBar.seen]
+    assert positions[:3] == [1, 2, 3] and positions[-1] == 6
+    # in worker processes: steps show up while the jobs are still running
+    parallel.run_jobs(_stepping_job, [(3, 2.0), (3, 2.0)], workers=2, desc="t", steps=[3, 3])
+    positions = [n for n, _ in _RecordingBar.seen]
+    assert positions[-1] == 6 and any(0 < n < 6 for n in positions)
+
+
+def test_step_done_outside_run_jobs_is_a_no_op_and_steps_must_match_jobs():
+    from linearlab.lab.parallel import run_jobs, step_done
+
+    step_done()
+    step_done(5, None)  # the train loop's on_step(step, model) signature
+    with pytest.raises(ValueError, match="steps"):
+        run_jobs(_stepping_job, [(1, 0.0)], workers=1, desc="t", steps=[1, 2])

@@ -41,7 +41,7 @@ import torch
 from linearlab.config import to_dict
 from linearlab.io import atomic_write_json
 from linearlab.lab.mixer_variants import COST_HINT, variant
-from linearlab.lab.parallel import default_workers, run_jobs
+from linearlab.lab.parallel import default_workers, run_jobs, step_done
 from linearlab.lab.tables import format_table
 from linearlab.recipes import Flag, Recipe
 from linearlab.runs import RunDir
@@ -333,6 +333,7 @@ def _train_one(job: dict[str, Any]) -> dict[str, Any]:
         eval_fn=lambda m: _evaluate(m, windows, mqar_x, mqar_y),
         resume=True,
         desc=job["folder"],
+        on_step=step_done,
         tokens_per_batch=cfg.batch_size * exp.seq_len,
     )
     kv_bytes, state_bytes = cache_bytes(model, exp.seq_len)
@@ -587,7 +588,12 @@ def run(exp: HybridRatioExperiment, run_dir: RunDir) -> dict[str, Any]:
     print(f"hybrid-ratio: {len(jobs)} training runs of {exp.steps} steps on {workers} worker(s)", flush=True)
     t0, cpu0 = time.perf_counter(), time.process_time()
     results = run_jobs(
-        _train_one, args, workers, desc="hybrid-ratio", costs=[_job_cost(m, r) for m, r in jobs]
+        _train_one,
+        args,
+        workers,
+        desc="hybrid-ratio",
+        costs=[_job_cost(m, r) for m, r in jobs],
+        steps=[exp.steps] * len(jobs),
     )
     print(_report_text(results, exp))
     plot(results, run_dir)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from linearlab.config import to_dict
 from linearlab.io import atomic_write_json, check_input_path
 from linearlab.lab.mixer_variants import COST_HINT, parse_variants, variant
-from linearlab.lab.parallel import default_workers, run_jobs
+from linearlab.lab.parallel import default_workers, run_jobs, step_done
 from linearlab.lab.tables import format_table
 from linearlab.recipes import Flag, Recipe
 from linearlab.runs import RunDir
@@ -138,6 +138,7 @@ def _train_one(job: dict[str, Any]) -> dict[str, Any]:
         run_dir=folder,
         resume=True,
         tokens_per_batch=exp.batch_size * exp.seq_len,
+        on_step=step_done,
     )
     model.eval()
     # the same bytes scored in short and in long windows, so the two numbers are comparable
@@ -215,7 +216,7 @@ def run(exp: LMExperiment, run_dir: RunDir) -> dict[str, Any]:
     workers = exp.workers or default_workers()
     t0 = time.perf_counter()
     costs = [COST_HINT.get(lab, 1.0) for lab in labels]
-    results = run_jobs(_train_one, jobs, workers, desc="lm", costs=costs)
+    results = run_jobs(_train_one, jobs, workers, desc="lm", costs=costs, steps=[exp.steps] * len(jobs))
     print(table(results))
     plot(results, run_dir)
     return {"results": results, "seconds": round(time.perf_counter() - t0, 1)}

@@ -26,7 +26,7 @@ import torch
 from linearlab.config import to_dict
 from linearlab.io import atomic_write_json
 from linearlab.lab.mixer_variants import COST_HINT, parse_variants, variant
-from linearlab.lab.parallel import default_workers, run_jobs
+from linearlab.lab.parallel import default_workers, run_jobs, step_done
 from linearlab.lab.tables import format_table
 from linearlab.papers import MIXERS, declare_paper
 from linearlab.recipes import Flag, Recipe
@@ -216,7 +216,15 @@ def _train_one(job: dict[str, Any]) -> dict[str, Any]:
     )
     t0 = time.perf_counter()
     result = train(
-        model, batch_fn, loss_fn, cfg, run_dir=folder, eval_fn=eval_fn, resume=True, desc=job["label"]
+        model,
+        batch_fn,
+        loss_fn,
+        cfg,
+        run_dir=folder,
+        eval_fn=eval_fn,
+        resume=True,
+        desc=job["label"],
+        on_step=step_done,
     )
     model.eval()
     with torch.no_grad():
@@ -336,7 +344,9 @@ def run(exp: MQARExperiment, run_dir: RunDir) -> dict[str, Any]:
     workers = exp.workers or default_workers()
     print(f"MQAR: {len(jobs)} training runs of {exp.num_steps()} steps on {workers} worker(s)", flush=True)
     costs = [COST_HINT.get(job[0]["label"], 1.0) for job in jobs]
-    records = run_jobs(_train_one, jobs, workers, desc="mqar", costs=costs)
+    records = run_jobs(
+        _train_one, jobs, workers, desc="mqar", costs=costs, steps=[exp.num_steps()] * len(jobs)
+    )
     results = _best_over_lr(records)
     print(table(results))
     plot(results, run_dir)
