@@ -168,20 +168,6 @@ declare_paper(
 )
 
 declare_paper(
-    arxiv="1908.05168",
-    short="LinearScope",
-    title="A Tour of Convolutional Networks Guided by Linear Interpreters",
-    authors="Navarrete Michelini, Liu, Lu, Jiang",
-    venue="ICCV 2019",
-    area=ANALYSIS,
-    status="planned",
-    claim="Freezing every non-linearity's decision turns a CNN into an input-dependent affine map "
-    "y = A(x) x + b(x) that can be computed alongside the network (abstract).",
-    note="Not implemented yet. Plan: a LinearScope hook that runs the linear interpreter next to a small "
-    "CNN, with the affine reconstruction error and bias share.",
-)
-
-declare_paper(
     arxiv="1801.04381",
     short="MobileNetV2",
     title="MobileNetV2: Inverted Residuals and Linear Bottlenecks",
@@ -251,21 +237,6 @@ declare_paper(
 )
 
 declare_paper(
-    arxiv="2405.16747",
-    short="LP-FT through the NTK",
-    title="Understanding Linear Probing then Fine-tuning Language Models from NTK Perspective",
-    authors="Tomihari, Sato",
-    venue="NeurIPS 2024",
-    area=ANALYSIS,
-    status="planned",
-    claim="Linear probing first grows the head's norm, which shrinks feature change during fine-tuning "
-    "(the NTK's feature term scales with it) but hurts calibration, fixed by temperature scaling "
-    "(abstract).",
-    note="Not implemented yet. Plan: LP, FT and LP-FT of a small MLP feature extractor, with head norms "
-    "and feature change measured.",
-)
-
-declare_paper(
     arxiv="2603.14925",
     short="Workflow-aware layer decomposition",
     title="Workflow-Aware Structured Layer Decomposition for Illustration Production",
@@ -289,20 +260,6 @@ declare_paper(
     "original and generates 16K images zero-shot on one GPU (abstract).",
     note="Not implemented yet. Plan: a non-causal, mean-normalised linear attention and a toy denoiser "
     "showing that sum-normalised attention degrades at higher resolution while it does not.",
-)
-
-declare_paper(
-    arxiv="2403.11391",
-    short="Projection head",
-    title="Investigating the Benefits of Projection Head for Representation Learning",
-    authors="Xue, Gan, Ni, Joshi, Mirzasoleiman",
-    venue="ICLR 2024",
-    area=ANALYSIS,
-    status="planned",
-    claim="With a contrastive loss, training weights features more unequally in deeper layers, so "
-    "pre-projection features are more general (linear models, with theory) (abstract).",
-    note="Not implemented yet. Plan: a linear 20-10-5 network with the spectral contrastive loss, "
-    "feature weighting before and after the projection.",
 )
 
 declare_paper(
@@ -330,20 +287,6 @@ declare_paper(
     "diversity while keeping quality, training-free (abstract).",
     note="Not implemented yet. Plan: a restore_layers_ surgery on a tiny base / fine-tuned LM pair, "
     "diversity and quality per restored interval.",
-)
-
-declare_paper(
-    arxiv="2406.16300",
-    short="Landscaping LMC",
-    title="Landscaping Linear Mode Connectivity",
-    authors="Singh, Adilova, Kamp, Fischer, Schölkopf, Hofmann",
-    venue="ICML 2024 HiLD workshop",
-    area=ANALYSIS,
-    status="planned",
-    claim="A mountainside-and-ridge model of the loss landscape explains when children of a common parent "
-    "are linearly connected and predicts layer-wise connectivity (abstract).",
-    note="Not implemented yet. Plan: spawn MLP children from a parent at several times and measure the "
-    "interpolation barrier, whole-model and per layer.",
 )
 
 declare_paper(
