@@ -96,20 +96,6 @@ declare_paper(
 )
 
 declare_paper(
-    arxiv="2104.09648",
-    short="Reversible 3D U-Net",
-    title="Memory Efficient 3D U-Net with Reversible Mobile Inverted Bottlenecks for Brain Tumor Segmentation",
-    authors="Pendse, Thangarasa, Chiley, Holmdahl, Hestness, DeCoste",
-    venue="BrainLes 2020",
-    area=OTHER,
-    status="planned",
-    claim="Reversible inverted-bottleneck blocks allow 3x larger input volumes, 25% more depth or 2x the "
-    "channels at fixed memory (abstract).",
-    note="Not implemented yet. Plan: reversible MBConv3D blocks with recomputed activations; check the "
-    "inversion error and peak memory against depth.",
-)
-
-declare_paper(
     arxiv="2602.20309",
     short="QuantVLA",
     title="QuantVLA: Scale-Calibrated Post-Training Quantization for Vision-Language-Action Models",
@@ -168,20 +154,6 @@ declare_paper(
 )
 
 declare_paper(
-    arxiv="1801.04381",
-    short="MobileNetV2",
-    title="MobileNetV2: Inverted Residuals and Linear Bottlenecks",
-    authors="Sandler, Howard, Zhu, Zhmoginov, Chen",
-    venue="CVPR 2018",
-    area=OTHER,
-    status="planned",
-    claim="Inverted residual blocks with linear (non-ReLU) bottlenecks keep the information a narrow "
-    "ReLU layer destroys; linear bottlenecks beat ReLU6 bottlenecks on ImageNet (abstract).",
-    note="Not implemented yet. Plan: the spiral-embedding experiment (information kept against width "
-    "after ReLU) and a small inverted-residual ablation.",
-)
-
-declare_paper(
     arxiv="2505.13898",
     short="Depth efficiency",
     title="Do Language Models Use Their Depth Efficiently?",
@@ -209,21 +181,6 @@ declare_paper(
 )
 
 declare_paper(
-    arxiv="2501.12976",
-    short="LiT",
-    title="LiT: Delving into a Simplified Linear Diffusion Transformer for Image Generation",
-    authors="Wang et al.",
-    venue="ICCV 2025",
-    area=MIXERS,
-    status="planned",
-    claim="A linear DiT (ReLU linear attention + depthwise conv, few heads, weights inherited from DiT, "
-    "hybrid distillation) reaches DiT-comparable FID on ImageNet with 20% (256px) and 33% (512px) of "
-    "DiT's training steps (abstract).",
-    note="Not implemented yet: its attention is SLAB's (the slab mixer, causal); the plan is a "
-    "non-causal mode and a small denoiser showing the few-heads and weight-inheritance guidelines.",
-)
-
-declare_paper(
     arxiv="2503.14043",
     short="LLM output signatures",
     title="Learning on LLM Output Signatures for gray-box LLM Behavior Analysis",
@@ -247,19 +204,6 @@ declare_paper(
     "highlight) with layer-semantic embeddings, trained on synthetic workflow data (abstract).",
     note="Not implemented yet (a diffusion-model paper): the CPU-testable part planned is its blend "
     "modes and layer compositing, with property tests.",
-)
-
-declare_paper(
-    arxiv="2409.02097",
-    short="LinFusion",
-    title="LinFusion: 1 GPU, 1 Minute, 16K Image",
-    authors="Liu, Yu, Tan, Wang",
-    area=MIXERS,
-    status="planned",
-    claim="Normalised non-causal linear attention distilled into Stable Diffusion matches or beats the "
-    "original and generates 16K images zero-shot on one GPU (abstract).",
-    note="Not implemented yet. Plan: a non-causal, mean-normalised linear attention and a toy denoiser "
-    "showing that sum-normalised attention degrades at higher resolution while it does not.",
 )
 
 declare_paper(

@@ -21,6 +21,8 @@ _LAZY = {
     "distill_attention": "linearlab.convert.distill",
     "finetune_lora": "linearlab.convert.lora",
     "convert_": "linearlab.convert.linear_swap",
+    "linearize_dit_": "linearlab.convert.linearize_dit",
+    "distillation_loss": "linearlab.convert.linearize_dit",
     "linear_layers": "linearlab.convert.linear_swap",
 }
 

@@ -31,6 +31,8 @@ _FAMILIES: dict[str, tuple[str, ...]] = {
     ),
     "lolcats_attn": ("chunk_lolcats_attn", "fused_recurrent_lolcats_attn", "naive_lolcats_attn"),
     "still_attn": ("chunk_still_attn", "fused_recurrent_still_attn", "naive_still_attn"),
+    # non-causal (every token sees every token; no state carries over): diffusion / vision mixers
+    "noncausal_linear_attn": ("fused_noncausal_linear_attn", "naive_noncausal_linear_attn"),
     # the family folder is not called "attention": a subpackage of that name would shadow the op
     "softmax_attn": ("attention", "attention_step", "naive_attention"),
 }
