@@ -22,9 +22,24 @@ def test_ops_bench_tiny(tmp_path, capsys):
         "--memory-t",
         "256",
     ]
-    assert bench_ops.main([*args, "--contexts", "32,64", "--threads", "1", "--json", str(out)]) == 0
+    extra = ["--efficiency-t", "64", "--crossover", "32,64"]
+    assert bench_ops.main([*args, *extra, "--contexts", "32,64", "--threads", "1", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert {r["family"] for r in data["speed"]} == {"linear_attn", "gla"}
+    # efficiency: counted FLOPs over the timed T=64 forward+backward, as a fraction of the tile rate
+    assert data["tile_gflops"] > 0
+    speed64 = {r["family"]: r["chunk_fwdbwd"] for r in data["speed"] if r["T"] == 64}
+    for r in data["efficiency"]:
+        assert r["T"] == 64 and r["flops"] > 0 and r["seconds"] == speed64[r["family"]]
+        assert r["gflops"] == pytest.approx(r["flops"] / r["seconds"] / 1e9)
+        assert r["fraction_of_tile_rate"] == pytest.approx(r["gflops"] / data["tile_gflops"])
+    # crossover: the smallest tried T from which every later tried length is a win (or None)
+    for r in data["crossover"]:
+        tried = r["tried"]
+        assert [t["T"] for t in tried] == [32, 64]  # two lengths: no early stop before both
+        wins = [t["speedup_vs_sdpa_fwdbwd"] > 1 for t in tried]
+        expected = next((t["T"] for i, t in enumerate(tried) if all(wins[i:])), None)
+        assert r["T"] == expected
     # the default-allocator scaling pass ran first, on the shortest and longest T
     scaling = data["scaling_with_default_allocator"]
     assert [(r["family"], r["short"], r["long"]) for r in scaling] == [
@@ -97,6 +112,28 @@ def test_ops_goal_checks_report_each_measured_value_and_whether_its_goal_is_met(
     }
 
 
+def test_ops_flop_count_matches_the_matmul_count_of_linear_attention():
+    """Ungated chunked linear attention, T = one chunk of 64, no initial state: forward q k^T (C x C x
+    K), its product with v, q S (S = 0 still multiplied) and the state update k^T v; the counter
+    must see at least the forward's 2 C^2 K + 2 C^2 V per head and stay within a small multiple."""
+    fam = next(f for f in bench_ops.families() if f.name == "linear_attn")
+    flops = bench_ops.count_flops(fam, 64)
+    per_head_fwd = 2 * 64 * 64 * 64 * 2
+    assert bench_ops.H * per_head_fwd <= flops <= 8 * bench_ops.H * per_head_fwd
+
+
+def test_ops_goal_checks_include_efficiency_and_crossover():
+    eff = [{"family": "gla", "T": 2048, "fraction_of_tile_rate": 0.4}]
+    cross = [{"family": "gla", "T": 2048, "speedup_vs_sdpa_fwdbwd": 1.2}]
+    checks = bench_ops.check_goals([{"family": "gla", "T": 2048}], [], [], None, eff, cross)["gla"]
+    assert checks == {
+        "fraction_of_tile_rate_T2048": 0.4,
+        "met_35%_of_tile_rate": True,
+        "crossover_T_vs_sdpa": 2048,
+        "met_crossover_le_1024": False,
+    }
+
+
 def test_ops_bench_rejects_unknown_family(tmp_path):
     import pytest
 
@@ -122,6 +159,17 @@ def test_mixers_bench_tiny(tmp_path):
     data = json.loads(out.read_text())
     assert set(data["train"]) == {"softmax", "gla"} and set(data["decode"]) == {"softmax", "gla"}
     assert data["train_seq_len"] == 64 and set(data["decode"]["gla"]) == {"64"}
+    assert data["pair_goals"] == {}  # neither goal pair is among the selected mixers
+
+
+def test_mixers_bench_pair_goal_ratio(tmp_path):
+    out = tmp_path / "mixers.json"
+    args = ["--mixers", "softmax,lssl", "--train-len", "32", "--contexts", "32", "--steps", "1"]
+    assert bench_mixers.main([*args, "--threads", "1", "--json", str(out)]) == 0
+    goal = json.loads(out.read_text())["pair_goals"]["lssl"]
+    assert goal["reference"] == "softmax" and goal["goal"] == 1.0
+    assert goal["ratio"] == goal["reference_seconds"] / goal["seconds"]
+    assert goal["met"] == (goal["ratio"] >= 1.0)
 
 
 def test_median_time_keeps_sampling_until_min_seconds(monkeypatch):

@@ -36,6 +36,11 @@ from linearlab.layers.registry import create_mixer, list_mixers
 
 BASELINE = "softmax"
 D_MODEL = 256
+#: the issue's training-speed goals: (mixer, its kwargs, reference mixer, minimum tokens/s ratio)
+PAIR_GOALS = (
+    ("mom", {"topk": 1}, "gated_deltanet", 0.45),  # top-1 + shared memory: two memories per token
+    ("lssl", {}, BASELINE, 1.0),
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,9 +93,9 @@ def _select_mixers(spec: str | None) -> list[str]:
     return names
 
 
-def bench_train(name: str, seq_len: int, repeats: int, gen: torch.Generator) -> dict[str, Any]:
-    """Forward + backward throughput of one mixer layer on ``x: [1, seq_len, 256]``."""
-    mixer = create_mixer(name, d_model=D_MODEL)
+def _train_step(name: str, seq_len: int, gen: torch.Generator, **kwargs: Any):
+    """A closure running one forward + backward of a fresh ``name`` layer on ``x: [1, seq_len, 256]``."""
+    mixer = create_mixer(name, d_model=D_MODEL, **kwargs)
     mixer.train()
     x = torch.randn(1, seq_len, D_MODEL, generator=gen, requires_grad=True)
 
@@ -100,8 +105,55 @@ def bench_train(name: str, seq_len: int, repeats: int, gen: torch.Generator) -> 
         x.grad = None
         mixer.zero_grad(set_to_none=True)
 
-    seconds = median_time(step, repeats=repeats, warmup=1)
+    return step
+
+
+def bench_train(name: str, seq_len: int, repeats: int, gen: torch.Generator) -> dict[str, Any]:
+    """Forward + backward throughput of one mixer layer on ``x: [1, seq_len, 256]``."""
+    seconds = median_time(_train_step(name, seq_len, gen), repeats=repeats, warmup=1)
     return {"seconds": seconds, "tokens_per_s": seq_len / seconds}
+
+
+def bench_pair(
+    name: str, kwargs: dict[str, Any], reference: str, seq_len: int, repeats: int, gen: torch.Generator
+) -> dict[str, Any]:
+    """Tokens/s of ``name(**kwargs)`` over ``reference``'s, forward + backward at ``seq_len``.
+
+    The two layers' steps alternate and each keeps its fastest of ``max(repeats, 3)`` runs, so a
+    burst of load from other processes hits both alike and the ratio stays meaningful on a
+    shared machine (the absolute times do not).
+    """
+    steps = [_train_step(name, seq_len, gen, **kwargs), _train_step(reference, seq_len, gen)]
+    for step in steps:
+        step()  # warm-up
+    best = [float("inf"), float("inf")]
+    for _ in range(max(repeats, 3)):
+        for i, step in enumerate(steps):
+            t0 = time.perf_counter()
+            step()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return {"seconds": best[0], "reference_seconds": best[1], "ratio": best[1] / best[0]}
+
+
+def _pair_goals(names: list[str], seq_len: int, repeats: int, gen: torch.Generator) -> dict[str, Any]:
+    """:data:`PAIR_GOALS` whose two mixers are both selected, each measured by :func:`bench_pair`."""
+    out: dict[str, Any] = {}
+    for name, kwargs, reference, goal in PAIR_GOALS:
+        if name not in names or reference not in names:
+            continue
+        label = name + ("(" + ",".join(f"{k}={v}" for k, v in kwargs.items()) + ")" if kwargs else "")
+        r = _safe(bench_pair, name, kwargs, reference, seq_len, repeats, gen)
+        r.update({"reference": reference, "goal": goal})
+        if "ratio" in r:
+            r["met"] = r["ratio"] >= goal
+            print(
+                f"{label:18s} tokens/s vs {reference}: {r['ratio']:.2f}x (goal >= {goal:.2f}x; "
+                f"alternating runs, fastest of each, T={seq_len})"
+            )
+        else:
+            print(f"{label:18s} vs {reference}: {r['error']}")
+        out[label] = r
+    return out
 
 
 @torch.no_grad()
@@ -210,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         train[name] = _safe(bench_train, name, settings["train_T"], settings["repeats"], gen)
     print()
     print(_train_table(train, settings["train_T"]))
+    print()
+    goals = _pair_goals(names, settings["train_T"], settings["repeats"], gen)
 
     decode: dict[str, dict[str, dict[str, Any]]] = {}
     jobs = [(n, c) for n in names for c in settings["contexts"]]
@@ -230,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_seq_len": settings["train_T"],
         "decode_steps": args.steps,
         "train": train,
+        "pair_goals": goals,
         "decode": decode,
     }
     path = atomic_write_json(args.json, report)

@@ -6,6 +6,13 @@ peak memory of the chunked forward+backward at T = 65536 (measured in a fresh su
 growth of its peak resident set size, inputs included); and the decoding form's per-token step
 time after prefilling contexts of growing length (KV-cache SDPA for comparison).
 
+Kernel efficiency (``--efficiency-t``, default T = 2048): the FLOPs each chunk forward+backward
+executes, counted by ``torch.utils.flop_counter.FlopCounterMode``, over its median time, as a
+fraction of this machine's batched 64x64 float32 matmul rate measured in the same run (the
+chunk kernels' tile shape). Crossover (``--crossover``): the smallest tried T from which each
+chunk form's forward+backward beats causal SDPA's. On a shared machine compare these ratios
+within one run; the absolute rates follow the load.
+
 Allocator: glibc page-faults every buffer of 32 MiB or more afresh on each call (smaller ones are
 recycled), which adds ~10 ms per output tensor at T = 32768 and none at T = 2048. So the run
 first measures the per-token cost ratio of the longest T to T = 2048 (or to the shortest T) with
@@ -286,8 +293,121 @@ def bench_decode(fams: list[Family], contexts: list[int], steps: int = 32) -> li
     return rows
 
 
+def matmul_tile_rate(repeats: int = 5, min_seconds: float = 0.2, batch: int = 256) -> float:
+    """This machine's batched 64x64 float32 matmul rate in GFLOP/s (the chunk kernels' tile shape).
+
+    Measured in the calling process with its thread setting, so a family's fraction of it compares
+    two numbers taken under the same load.
+    """
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(batch, 64, 64, generator=gen), torch.randn(batch, 64, 64, generator=gen)
+    out = torch.empty(batch, 64, 64)
+    seconds = median_time(partial(torch.bmm, a, b, out=out), repeats, min_seconds=min_seconds)
+    return 2 * 64**3 * batch / seconds / 1e9
+
+
+def count_flops(fam: Family, T: int) -> int:
+    """FLOPs one chunk forward+backward executes at length ``T``, counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` (matmul-type ops: mm, bmm, baddbmm, ...;
+    element-wise work and triangular solves are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    args, kwargs = make_inputs(fam, T)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        _fwd_bwd(fam.chunk, args, kwargs)
+    return int(counter.get_total_flops())
+
+
+def bench_efficiency(
+    fams: list[Family], T: int, speed: list[dict], tile_gflops: float, repeats: int, min_seconds: float
+) -> list[dict]:
+    """Counted FLOPs of each family's chunk forward+backward at ``T``, the achieved GFLOP/s and
+    its fraction of the batched 64x64 matmul rate ``tile_gflops`` measured in the same run."""
+    rows = []
+    for fam in fams:
+        timed = [r for r in speed if r["family"] == fam.name and r["T"] == T]
+        if timed:
+            seconds = timed[0]["chunk_fwdbwd"]
+        else:
+            args, kwargs = make_inputs(fam, T)
+            seconds = _chunk_fwdbwd_seconds(fam, args, kwargs, repeats, min_seconds)
+        flops = count_flops(fam, T)
+        gflops = flops / seconds / 1e9
+        rows.append(
+            {
+                "family": fam.name,
+                "T": T,
+                "flops": flops,
+                "seconds": seconds,
+                "gflops": gflops,
+                "fraction_of_tile_rate": gflops / tile_gflops,
+            }
+        )
+        print(
+            f"{fam.name:17s} T={T}: {flops / 1e9:7.3f} GFLOP counted, {gflops:6.1f} GFLOP/s = "
+            f"{100 * gflops / tile_gflops:5.1f}% of the batched 64x64 matmul rate",
+            flush=True,
+        )
+    return rows
+
+
+def bench_crossover(fams: list[Family], lengths: list[int], repeats: int, min_seconds: float) -> list[dict]:
+    """The smallest ``T`` in ``lengths`` from which each chunk form's forward+backward beats causal
+    SDPA's at every tried length, and the speed-up there (None when it does not within ``lengths``).
+
+    A single win can be load noise on a shared machine, so a family's search stops only after two
+    consecutive wins (from there the linear-time form only gains on the quadratic one) and a
+    later loss resets the candidate.
+    """
+    lengths = sorted(lengths)
+    sdpa: dict[int, float] = {}
+    rows = []
+    for fam in fams:
+        row: dict = {"family": fam.name, "T": None, "speedup_vs_sdpa_fwdbwd": None, "tried": []}
+        streak = 0
+        for T in lengths:
+            if T not in sdpa:
+                qkv = _sdpa_inputs(T)
+                sdpa[T] = median_time(partial(_sdpa_fwd_bwd, qkv, torch.ones_like(qkv[0])), repeats)
+            args, kwargs = make_inputs(fam, T)
+            ratio = sdpa[T] / _chunk_fwdbwd_seconds(fam, args, kwargs, repeats, min_seconds)
+            row["tried"].append({"T": T, "speedup_vs_sdpa_fwdbwd": ratio})
+            if ratio <= 1:
+                row["T"], row["speedup_vs_sdpa_fwdbwd"], streak = None, None, 0
+                continue
+            if streak == 0:
+                row["T"], row["speedup_vs_sdpa_fwdbwd"] = T, ratio
+            streak += 1
+            if streak == 2:
+                break
+        rows.append(row)
+        tried = " ".join(f"{t['T']}:{t['speedup_vs_sdpa_fwdbwd']:.2f}x" for t in row["tried"])
+        where = f"T={row['T']}" if row["T"] else f"none up to T={lengths[-1]}"
+        print(f"{fam.name:17s} chunk fwd+bwd beats causal SDPA from {where}  (tried {tried})", flush=True)
+    return rows
+
+
+#: the issue's efficiency goals: fraction of the batched 64x64 matmul rate per family
+TILE_RATE_GOALS = {
+    "linear_attn": 0.5,
+    "simple_gla": 0.5,
+    "lightning": 0.5,
+    "gla": 0.35,
+    "delta_rule": 0.35,
+    "gated_delta_rule": 0.35,
+}
+#: the issue's crossover goal: every chunk form beats causal SDPA (fwd+bwd) at this T or below
+CROSSOVER_GOAL_T = 1024
+
+
 def check_goals(
-    speed: list[dict], memory: list[dict], decode: list[dict], default_scaling: list[dict] | None = None
+    speed: list[dict],
+    memory: list[dict],
+    decode: list[dict],
+    default_scaling: list[dict] | None = None,
+    efficiency: list[dict] | None = None,
+    crossover: list[dict] | None = None,
 ) -> dict:
     """The issue's speed and memory goals checked against the measurements, per family.
 
@@ -320,6 +440,19 @@ def check_goals(
         dec = sorted((r["context"], r["step_seconds"]) for r in decode if r["family"] == fam)
         if len(dec) >= 2:
             checks["decode_step_ratio_longest_vs_shortest"] = dec[-1][1] / dec[0][1]
+        for row in efficiency or []:
+            if row["family"] == fam:
+                checks[f"fraction_of_tile_rate_T{row['T']}"] = row["fraction_of_tile_rate"]
+                if fam in TILE_RATE_GOALS:
+                    checks[f"met_{TILE_RATE_GOALS[fam]:.0%}_of_tile_rate"] = (
+                        row["fraction_of_tile_rate"] >= TILE_RATE_GOALS[fam]
+                    )
+        for row in crossover or []:
+            if row["family"] == fam:
+                checks["crossover_T_vs_sdpa"] = row["T"]
+                checks[f"met_crossover_le_{CROSSOVER_GOAL_T}"] = (
+                    row["T"] is not None and row["T"] <= CROSSOVER_GOAL_T
+                )
         out[fam] = checks
     return out
 
@@ -345,6 +478,18 @@ def main(argv: list[str] | None = None) -> int:
         "--system-malloc",
         action="store_true",
         help="keep glibc's default allocator settings for the whole run (see bench.timing.reuse_freed_memory)",
+    )
+    p.add_argument(
+        "--efficiency-t",
+        type=int,
+        default=2048,
+        help="T for the counted-FLOPs efficiency table (0: skip)",
+    )
+    p.add_argument(
+        "--crossover",
+        default=None,
+        help="ascending T values searched for the first chunk-beats-SDPA length "
+        "(default 256,512,1024,2048,4096,8192; --quick 512,1024,2048; 'none' skips)",
     )
     p.add_argument("--json", default="bench_results/ops.json", help="where to write the results")
     p.add_argument("--memory-child", nargs=2, metavar=("FAMILY", "T"), help=argparse.SUPPRESS)
@@ -395,9 +540,26 @@ def main(argv: list[str] | None = None) -> int:
             else "allocator: system default (mallopt unavailable)"
         )
     speed = bench_speed(fams, lengths, naive_max, sdpa_max, repeats, min_seconds)
+    efficiency, tile_gflops = [], None
+    if args.efficiency_t:
+        tile_gflops = matmul_tile_rate(repeats, min_seconds)
+        print(
+            f"\nkernel efficiency (FLOPs counted by FlopCounterMode, fwd+bwd); batched 64x64 float32 "
+            f"matmul on this machine, this run: {tile_gflops:.1f} GFLOP/s"
+        )
+        efficiency = bench_efficiency(fams, args.efficiency_t, speed, tile_gflops, repeats, min_seconds)
+    crossover_spec = args.crossover or ("512,1024,2048" if args.quick else "256,512,1024,2048,4096,8192")
+    crossover = []
+    if crossover_spec != "none":
+        try:
+            cross_lengths = [int(x) for x in crossover_spec.split(",")]
+        except ValueError:
+            p.error(f"--crossover: expected comma-separated ints or 'none', got {crossover_spec!r}")
+        print("\ncrossover with causal SDPA (fwd+bwd):")
+        crossover = bench_crossover(fams, cross_lengths, repeats, min_seconds)
     memory = bench_memory(fams, mem_t) if mem_t else []
     decode = bench_decode(fams, contexts)
-    goal_checks = check_goals(speed, memory, decode, default_scaling)
+    goal_checks = check_goals(speed, memory, decode, default_scaling, efficiency, crossover)
     print("\ngoal checks (measured values; met_*: whether the goal is met):")
     for fam, checks in goal_checks.items():
         print(
@@ -411,6 +573,9 @@ def main(argv: list[str] | None = None) -> int:
         "scaling_with_default_allocator": default_scaling,
         "shape": {"B": B, "H": H, "K": D, "V": D},
         "speed": speed,
+        "tile_gflops": tile_gflops,
+        "efficiency": efficiency,
+        "crossover": crossover,
         "memory": memory,
         "decode": decode,
         "goal_checks": goal_checks,

@@ -11,7 +11,9 @@ values) and ``load_state_dict(state)``: the loop stores that state in every chec
 
 After every optimizer step the loop calls ``model.advance_schedules()`` if the model defines it
 (SLAB's RepBN LayerNorm -> BatchNorm schedule counts optimizer steps, not forward calls) and then
-each ``on_step(step, model)`` hook.
+each ``on_step(step, model)`` hook. Between ``backward()`` and gradient clipping + ``optimizer.step()``
+it calls each ``before_step(step, model)`` hook, which may edit the gradients (e.g. MIGU's
+gradient mask, :func:`linearlab.train.migu.migu_`).
 """
 
 from __future__ import annotations
@@ -192,6 +194,7 @@ def train(
     stop_after: int | None = None,
     lr_fn: Callable[[int], float] | None = None,
     on_step: StepHook | Sequence[StepHook] = (),
+    before_step: StepHook | Sequence[StepHook] = (),
 ) -> TrainResult:
     """Train ``model`` for ``cfg.steps`` steps (fewer with early stopping).
 
@@ -207,11 +210,15 @@ def train(
         lr_fn: ``step -> learning rate``, replacing ``cfg``'s warm-up + cosine schedule (e.g. a
             per-epoch step decay).
         on_step: hook(s) called as ``hook(steps_done, model)`` after every optimizer step.
+        before_step: hook(s) called as ``hook(steps_done, model)`` after ``backward()`` (gradients
+            complete, and averaged across DDP ranks) and before gradient clipping and the optimizer
+            step; they may change ``param.grad`` in place.
     """
     info: DistInfo = setup_distributed()
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     hooks = [on_step] if callable(on_step) else list(on_step)
+    pre_hooks = [before_step] if callable(before_step) else list(before_step)
     optimizer = make_optimizer(model, cfg)
     schedule = lr_fn if lr_fn is not None else (lambda s: lr_at(s, cfg))
     best = _Best() if cfg.monitor else None
@@ -269,6 +276,8 @@ def train(
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        for hook in pre_hooks:
+            hook(step, model)
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
         optimizer.step()
         if callable(advance_schedules):

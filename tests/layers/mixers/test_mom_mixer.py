@@ -125,6 +125,25 @@ def test_mom_gather_equals_mask(shared):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("memories, topk, gathered", [(2, 2, False), (4, 1, True)])
+def test_mom_gather_falls_back_to_mask_when_padding_covers_the_sequence(
+    memories, topk, gathered, monkeypatch
+):
+    """With M = 2 and top-2 every memory gets every token, so the gathered form would pad to T:
+    the masked form runs instead. With top-1 of 4 over 64 tokens the longest memory (here at most
+    32 tokens) pads to 32 chunks-of-32 steps, and the gathered form runs."""
+    torch.manual_seed(0)
+    mixer = make(num_memories=memories, topk=topk)
+    calls = []
+    real = mixer._run_gathered
+    monkeypatch.setattr(mixer, "_run_gathered", lambda *a: calls.append(1) or real(*a))
+    x = torch.randn(1, 64, D, dtype=torch.float64)
+    longest = int(mixer.route(x).mask.sum(1).max())
+    mixer(x)
+    assert bool(calls) == gathered
+    assert (longest == 64) if not gathered else (longest <= 32)
+
+
 def test_mom_load_balancing_loss_is_minimal_for_uniform_routing():
     M, k = 4, 2
     uniform = torch.full((50, M), 1 / M, dtype=torch.float64)

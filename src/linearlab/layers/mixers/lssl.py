@@ -36,7 +36,11 @@ def bilinear(A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor) -> tuple[torch.
     half = (dt / 2)[:, None, None] * A
     # one batched solve instead of an explicit inverse (better conditioned)
     rhs = torch.cat([eye + half, (dt[:, None] * B)[..., None]], dim=-1)
-    sol = torch.linalg.solve(eye - half, rhs)
+    if torch.equal(A, A.tril()):
+        # lower-triangular A (HiPPO-LegS): a triangular solve, several times cheaper than LU
+        sol = torch.linalg.solve_triangular(eye - half, rhs, upper=False)
+    else:
+        sol = torch.linalg.solve(eye - half, rhs)
     return sol[..., :-1], sol[..., -1]
 
 
@@ -44,6 +48,9 @@ def krylov(
     Ab: torch.Tensor, Bb: torch.Tensor, L: int, with_power: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``[Bb, Ab Bb, ..., Ab^{L-1} Bb]: [D, N, L]`` and ``Ab^L: [D, N, N]`` (None unless ``with_power``).
+
+    The full Krylov matrix, for analysis and tests; the layer itself never forms it (see
+    :class:`LinearStateSpaceLayer`, which works in blocks with :func:`doubling` and :func:`left_rows`).
 
     Both by repeated squaring: each doubling step costs one batched matmul, so the length-L kernel
     needs ``O(log L)`` steps.
@@ -78,6 +85,60 @@ def causal_fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return y[..., :L]
 
 
+def split_lengths(T: int) -> tuple[int, int]:
+    """Block length ``s`` (a power of two near ``sqrt(T)``) and block count ``n = ceil(T / s)``."""
+    s = 1 << (T.bit_length() // 2)
+    return s, -(-T // s)
+
+
+def squarings(Ab: torch.Tensor, s: int) -> list[torch.Tensor]:
+    """``[Ab, Ab^2, Ab^4, ..., Ab^(s/2)]`` for a power of two ``s`` (empty for ``s = 1``)."""
+    powers = [Ab] if s > 1 else []
+    while len(powers) and 1 << len(powers) < s:
+        powers.append(powers[-1] @ powers[-1])
+    return powers
+
+
+def doubling(powers: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``[x, Ab x, ..., Ab^(s-1) x]`` stacked on a new last dim, from ``powers = squarings(Ab, s)``.
+
+    ``x: [..., D, N]`` (any leading batch dims), ``powers[k]: [D, N, N]`` -> ``[..., D, N, s]``;
+    each step doubles the length with one batched matmul.
+    """
+    X = x[..., None]
+    for power in powers:
+        X = torch.cat([X, power @ X], dim=-1)
+    return X
+
+
+def left_rows(C: torch.Tensor, p_powers: list[torch.Tensor], n: int) -> torch.Tensor:
+    """``[C, C P, ..., C P^(n-1)]`` from ``p_powers = [P, P^2, P^4, ...]``: ``C: [D, N]`` -> ``[D, n, N]``.
+
+    The row-vector form of :func:`doubling`: one batched matmul per doubling.
+    """
+    X = C[:, None, :]
+    for power in p_powers:
+        if X.shape[1] >= n:
+            break
+        X = torch.cat([X, X @ power], dim=1)
+    return X[:, :n]
+
+
+def horner_tree(z: torch.Tensor, p_powers: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_i P^(n-1-i) z_i`` for ``z: [n, ..., D, N]`` (a power of two ``n``), ``p_powers`` as in :func:`left_rows`.
+
+    Pairwise: level k merges neighbouring partial sums with ``P^(2^k)`` in one batched matmul, so
+    the ``n`` matrix-vector products of a sequential Horner scan become ``log2(n)`` calls.
+    """
+    level = 0
+    while z.shape[0] > 1:
+        # einsum batches over the D channels with every block as a column: broadcasting ``@``
+        # would copy P once per block
+        z = torch.einsum("dkn,...dn->...dk", p_powers[level], z[0::2]) + z[1::2]
+        level += 1
+    return z[0]
+
+
 @register_mixer("lssl")
 class LinearStateSpaceLayer(nn.Module):
     """LSSL: one HiPPO-LegS state-space model per channel, then GELU and a position-wise linear map.
@@ -90,6 +151,12 @@ class LinearStateSpaceLayer(nn.Module):
     init in ``[dt_min, dt_max]``) ("LSSL-fixed": A and B are not trained). Training runs the
     convolution ``y = K * u + D u`` with ``K = (C Bb, C Ab Bb, ...)`` via FFT; a single-token step
     runs the recurrence. Output: ``W_o GELU(y)``.
+
+    The kernel is built in blocks of ``s ~ sqrt(T)`` steps, ``K_(i s + j) = (C Ab^(i s)) (Ab^j Bb)``:
+    ``log2 T`` squarings of the ``N x N`` matrix per channel (``O(N^3 log T)``), ``O(N^2 sqrt T)``
+    for the two factor sets and ``O(N T)`` for their product; the FFT convolution is
+    ``O(T log T)``. No ``[D, N, T]`` Krylov tensor is formed (at ``D = 256, N = 64, T = 2048``
+    it would be 134 MB of float32 traffic per pass). The final state uses the same blocks.
 
     Args:
         d_model: model width ``D`` (= number of SSM channels).
@@ -180,18 +247,35 @@ class LinearStateSpaceLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Convolutional mode. ``u: [B, D, T]`` -> ``y: [B, D, T]`` (without ``D u``), final state ``[B, D, N]``."""
         T = u.shape[-1]
-        X, Ab_T = krylov(Ab, Bb, T, with_power=h0 is not None)  # X[..., j] = Ab^j Bb
-        K = torch.einsum("dn,dnl->dl", C, X)
+        s, n = split_lengths(T)
+        powers = squarings(Ab, s)
+        P = powers[-1] @ powers[-1] if powers else Ab  # Ab^s
+        R = doubling(powers, Bb)  # [D, N, s]: R[..., j] = Ab^j Bb
+        p_powers = [P]  # P^(2^k) for 2^k < n: the left rows' doublings and the state's tree levels
+        while 1 << len(p_powers) < n:
+            p_powers.append(p_powers[-1] @ p_powers[-1])
+        Lr = left_rows(C, p_powers, n)  # [D, n, N]: Lr[:, i] = C Ab^(i s)
+        K = (Lr @ R).flatten(1)[:, :T]  # K_(i s + j) = C Ab^(i s) Ab^j Bb, without a [D, N, T] tensor
         y = causal_fft_conv(u, K)
-        # final state: sum_j Ab^(T-1-j) Bb u_j  (+ Ab^T h0)
-        h = torch.einsum("dnl,bdl->bdn", X.flip(-1), u)
+        # final state sum_l Ab^(T-1-l) Bb u_l: per block of s steps one contraction with the
+        # reversed right factors, then a pairwise Horner tree over the n blocks with P = Ab^s
+        # (inputs left-padded to n*s, a power of two blocks, so the last block ends at step T - 1)
+        n2 = 1 << (n - 1).bit_length()
+        pad = n2 * s - T
+        blocks = F.pad(u, (pad, 0)).unflatten(-1, (n2, s))  # [B, D, n2, s]
+        z = torch.einsum("dkj,bdij->ibdk", R.flip(-1), blocks)  # [n2, B, D, N]
+        h = horner_tree(z, p_powers)
         if h0 is not None:
-            # the carried state adds C Ab^t (Ab h0) to y_t; the row vectors C Ab^t are the Krylov
-            # sequence of the transposed system: W[..., t] = (Ab^T)^t C^T
-            W, _ = krylov(Ab.transpose(-1, -2), C, T, with_power=False)
-            h1 = (Ab @ h0[..., None])[..., 0]  # Ab h0: [B, D, N]
-            y = y + torch.einsum("dnl,bdn->bdl", W, h1)
-            h = h + (Ab_T @ h0[..., None])[..., 0]
+            # the carried state adds C Ab^(t+1) h0 = Lr[i] . Ab^j (Ab h0) to y_(i s + j) and
+            # Ab^T h0 to the final state
+            Rh = doubling(powers, (Ab @ h0[..., None])[..., 0])  # [B, D, N, s]: Ab^(j+1) h0
+            y = y + torch.einsum("dik,bdkj->bdij", Lr, Rh).flatten(-2)[..., :T]
+            q, r = divmod(T - 1, s)  # T = q s + r + 1 with q < n
+            carried = Rh[..., r]  # Ab^(r+1) h0
+            for k, power in enumerate(p_powers):  # then P^q by the binary digits of q
+                if q >> k & 1:
+                    carried = (power @ carried[..., None])[..., 0]
+            h = h + carried
         return y, h
 
     def state_shapes(self, batch_size: int) -> StateShapes:

@@ -19,6 +19,7 @@ from linearlab.layers.multihead import head_dims
 from linearlab.layers.norms import GatedRMSNorm, l2norm
 from linearlab.layers.precision import compute_dtype
 from linearlab.layers.registry import register_mixer
+from linearlab.layers.routers import GATE_ACTIVATIONS, ActivationD2SGate
 from linearlab.layers.short_conv import ShortConvQKV
 from linearlab.papers import MIXERS, declare_paper
 
@@ -106,7 +107,13 @@ class MixtureOfMemories(ShortConvQKV):
             routed tokens only (gathered per memory and padded to the longest; about
             ``(topk + 1) / (M + 1)`` of the work); ``"mask"``: every memory runs over every
             token with ``g = beta = 0`` where unrouted (simplest; the reference). Both give the
-            same result; single-token steps always use the masked form. Default: ``"gather"``.
+            same result; single-token steps always use the masked form, and so does ``"gather"``
+            when its padded length would be the full sequence (nothing to save). Default: ``"gather"``.
+        router: ``"linear"`` (``softmax(x W_r)``, the paper's) or the name of an activation of
+            :data:`~linearlab.layers.routers.GATE_ACTIVATIONS` (e.g. ``"tanh"``): the activation
+            dense-to-sparse gate ``softmax(sigma(x W_r + b) / router_tau)`` of
+            :class:`~linearlab.layers.routers.ActivationD2SGate` (arXiv 2401.13875). Default ``"linear"``.
+        router_tau: the activation gate's temperature (> 0; only with an activation router). Default 1.0.
         layer_idx, num_layers: position in the model (unused; accepted for the mixer contract).
 
     Shapes:
@@ -138,6 +145,8 @@ class MixtureOfMemories(ShortConvQKV):
         norm_eps: float = 1e-5,
         chunk_size: int = 64,
         mode: str = "gather",
+        router: str = "linear",
+        router_tau: float = 1.0,
         layer_idx: int = 0,
         num_layers: int = 1,
     ) -> None:
@@ -170,7 +179,14 @@ class MixtureOfMemories(ShortConvQKV):
         self.aux_loss: torch.Tensor | None = None
 
         N, H = self.num_total, num_heads
-        self.router = nn.Linear(d_model, num_memories, bias=False)
+        if router == "linear":
+            self.router: nn.Module = nn.Linear(d_model, num_memories, bias=False)
+        elif router in GATE_ACTIVATIONS:
+            self.router = ActivationD2SGate(d_model, num_memories, activation=router, tau=router_tau)
+        else:
+            raise ValueError(
+                f"router: expected 'linear' or an activation of {sorted(GATE_ACTIVATIONS)}, got {router!r}"
+            )
         self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
         # one wide projection per quantity holds every memory's own weights (memory-major rows)
         self.k_proj = nn.Linear(d_model, N * self.key_dim, bias=False)
@@ -203,23 +219,27 @@ class MixtureOfMemories(ShortConvQKV):
 
     def route(self, x: torch.Tensor) -> Routing:
         """Top-k routing of ``x: [B, T, D]`` over the ``M`` routed memories (see :class:`Routing`)."""
-        logits = self.router(x).to(compute_dtype(x))
-        probs = logits.softmax(-1)
+        if isinstance(self.router, ActivationD2SGate):
+            probs = self.router.logits(x).to(compute_dtype(x)).softmax(-1)
+        else:
+            probs = self.router(x).to(compute_dtype(x)).softmax(-1)
         top, indices = probs.topk(self.topk, dim=-1)
         mask = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, indices, True)
         weights = torch.zeros_like(probs).scatter(-1, indices, top / top.sum(-1, keepdim=True))
         return Routing(probs, indices, weights, mask)
 
     def qkv(
-        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None, normalize_keys: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Shared ``q: [B, T, H, K]``, per-memory ``k: [B, T, N*H, K]`` (both unit L2 norm),
-        ``v: [B, T, N*H, V]`` and the new conv states."""
+        """Shared ``q: [B, T, H, K]``, per-memory ``k: [B, T, N*H, K]`` (both unit L2 norm; ``k``
+        left unnormalised with ``normalize_keys=False``), ``v: [B, T, N*H, V]`` and the new conv states."""
         B, T, _ = x.shape
         N, H = self.num_total, self.num_heads
         q, k, v, conv_state = self.project_qkv(x, state)
         q = l2norm(q.view(B, T, H, self.head_k_dim))
-        k = l2norm(k.view(B, T, N * H, self.head_k_dim))
+        k = k.view(B, T, N * H, self.head_k_dim)
+        if normalize_keys:
+            k = l2norm(k)
         return q, k, v.view(B, T, N * H, self.head_v_dim), conv_state
 
     def _run_masked(
@@ -268,7 +288,8 @@ class MixtureOfMemories(ShortConvQKV):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each routed memory runs only over its own tokens (gathered, padded to the longest).
 
-        Same result as :meth:`_run_masked` (skipped tokens leave a memory unchanged), with about
+        ``k`` comes unnormalised: the per-row L2 norm is taken after the gather, on the
+        ``topk + shared`` rows per token that are used rather than all ``N``. Same result as :meth:`_run_masked` (skipped tokens leave a memory unchanged), with about
         ``(topk + shared) / (M + shared)`` of its recurrence work.
         """
         B, T, H, K = q.shape
@@ -279,44 +300,60 @@ class MixtureOfMemories(ShortConvQKV):
         # stable sort puts each memory's routed time steps first, in order: idx[b, l, m] = t
         idx = torch.sort((~routing.mask).to(torch.uint8), dim=1, stable=True).indices[:, :L]
         pad = torch.arange(L, device=q.device)[None, :, None] >= counts[:, None, :]  # [B, L, M]
+        # flat row numbers: token (b, t) of q, and (b, t, memory) of the per-memory tensors; one
+        # index_select per tensor for the routed and the shared rows together (its backward is
+        # one index_add), no expanded copies and no zero-filled full-size grads of slices
+        tok = (idx + T * torch.arange(B, device=q.device)[:, None, None]).reshape(-1)  # [B*L*M]
+        row = tok * N + torch.arange(M, device=q.device).repeat(B * L)
+        n_routed = row.numel()
+        if self.shared_memory:
+            row = torch.cat([row, torch.arange(B * T, device=q.device) * N + M])
 
-        def take(t: torch.Tensor) -> torch.Tensor:
-            """``[B, T, M, H, d] -> [B, L, M*H, d]``: memory m's routed steps."""
+        def take(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            """``[B, T, N*H, d]`` -> memory m's routed steps ``[B, L, M*H, d]`` and the shared
+            memory's ``[B, T, H, d]`` (None without one)."""
             d = t.shape[-1]
-            taken = t.gather(1, idx[..., None, None].expand(B, L, M, H, d))
-            return taken.reshape(B, L, M * H, d)
+            rows = t.reshape(B * T * N, H * d).index_select(0, row)
+            shared = rows[n_routed:].view(B, T, H, d) if self.shared_memory else None
+            return rows[:n_routed].view(B, L, M * H, d), shared
 
-        heads = (slice(None), slice(None), slice(0, M * H))
-        qr = take(q.unsqueeze(2).expand(B, T, M, H, K))
-        kr = take(k[heads].view(B, T, M, H, K))
-        vr = take(v[heads].view(B, T, M, H, V))
+        qr = q.reshape(B * T, H * K).index_select(0, tok).view(B, L, M * H, K)
+        (kr, k_s), (vr, v_s) = take(k), take(v)
+        kr, k_s = l2norm(kr), None if k_s is None else l2norm(k_s)
+        (gr, g_s), (br, beta_s) = take(g[..., None]), take(beta[..., None])
         # padding steps must not touch the state: no decay, no write
         pad_h = pad.repeat_interleave(H, dim=-1)
-        gr = take(g[heads].view(B, T, M, H, 1)).squeeze(-1).masked_fill(pad_h, 0.0)
-        br = take(beta[heads].view(B, T, M, H, 1)).squeeze(-1).masked_fill(pad_h, 0.0)
+        gr, br = gr.squeeze(-1).masked_fill(pad_h, 0.0), br.squeeze(-1).masked_fill(pad_h, 0.0)
         h0r = None if h0 is None else h0[:, : M * H]
         o_r, ht = ops.chunk_gated_delta_rule(
             qr, kr, vr, gr, br, initial_state=h0r, output_final_state=True, chunk_size=self.chunk_size
         )
         # weight each read-out by its router weight and add it back at its time step
         w = routing.weights.gather(1, idx).masked_fill(pad, 0.0).to(o_r.dtype)  # [B, L, M]
-        contrib = (o_r.view(B, L, M, H, V) * w[..., None, None]).reshape(B, L * M, H, V)
-        where = idx.reshape(B, L * M)[..., None, None].expand(B, L * M, H, V)
-        o = torch.zeros(B, T, H, V, dtype=o_r.dtype, device=o_r.device).scatter_add(1, where, contrib)
+        contrib = (o_r.reshape(B, L, M, H * V) * w[..., None]).reshape(B * L * M, H * V)
+        o = o_r.new_zeros(B * T, H * V).index_add_(0, tok, contrib).view(B, T, H, V)
         if self.shared_memory:
-            shared = (slice(None), slice(None), slice(M * H, N * H))
             o_s, ht_s = ops.chunk_gated_delta_rule(
                 q,
-                k[shared],
-                v[shared],
-                g[shared],
-                beta[shared],
+                k_s,
+                v_s,
+                g_s.squeeze(-1),
+                beta_s.squeeze(-1),
                 initial_state=None if h0 is None else h0[:, M * H :],
                 output_final_state=True,
                 chunk_size=self.chunk_size,
             )
             o, ht = o + o_s, torch.cat([ht, ht_s], dim=1)
         return o, ht
+
+    def _gather_saves_nothing(self, routing: Routing, T: int) -> bool:
+        """True when the gathered form's padded length is the full ``T`` (short or evenly routed
+        inputs): then it does the masked form's recurrence work plus the gathers and a second
+        chunk call, so the masked form (same result) is cheaper."""
+        L = int(routing.mask.sum(1).max())
+        # the chunk op's padding: chunks of min(chunk_size, next power of two >= L, at least 16)
+        C = min(self.chunk_size, max(16, 1 << (L - 1).bit_length()))
+        return -(-L // C) * C >= T
 
     def forward(
         self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
@@ -326,11 +363,12 @@ class MixtureOfMemories(ShortConvQKV):
         check_state(state, self.state_shapes(B))
         H = self.num_heads
         routing = self.route(x)
-        q, k, v, conv_state = self.qkv(x, state)
+        masked = T == 1 or self.mode == "mask" or self._gather_saves_nothing(routing, T)
+        q, k, v, conv_state = self.qkv(x, state, normalize_keys=masked)
         g = mamba2_log_decay(self.a_proj(x), self.A_log, self.dt_bias)  # [B, T, N*H], memory-major
         beta = torch.sigmoid(self.b_proj(x))
         h0 = None if state is None else state["recurrent"]
-        if T == 1 or self.mode == "mask":
+        if masked:
             o, ht = self._run_masked(q, k, v, g, beta, routing, h0)
         else:
             o, ht = self._run_gathered(q, k, v, g, beta, routing, h0)
