@@ -37,73 +37,6 @@ declare_paper(
 )
 
 declare_paper(
-    arxiv="2410.14670",
-    short="SAE dark matter",
-    title="Decomposing The Dark Matter of Sparse Autoencoders",
-    authors="Engels, Riggs, Tegmark",
-    venue="TMLR 2025",
-    area=ANALYSIS,
-    status="planned",
-    claim="About half of a sparse autoencoder's error vector, and over 90% of its norm, is linearly "
-    "predictable from the input activation (abstract).",
-    note="Not implemented yet. Plan: a TopK sparse autoencoder on synthetic sparse features and a linear "
-    "regression of its error from the input.",
-)
-
-declare_paper(
-    arxiv="2505.13898",
-    short="Depth efficiency",
-    title="Do Language Models Use Their Depth Efficiently?",
-    authors="Csordás, Manning, Potts",
-    venue="NeurIPS 2025",
-    area=ANALYSIS,
-    status="planned",
-    claim="In Llama 3.1, Qwen 3 and OLMo 2 the second half of the layers contributes much less and can be "
-    "skipped with little effect; deeper models spread the same computation over more layers (abstract).",
-    note="Not implemented yet. Plan: residual-contribution and layer-skipping measures on shallow and "
-    "deep byte-level LMs, with linear maps between their residual streams.",
-)
-
-declare_paper(
-    arxiv="2312.16291",
-    short="Observable Propagation",
-    title="Observable Propagation: A Data-Efficient Approach to Uncover Feature Vectors in Transformers",
-    authors="Dunefsky, Cohan",
-    area=ANALYSIS,
-    status="planned",
-    claim="Propagating a linear functional of the logits backwards through a path gives that path's "
-    "feature vector without data; coupling coefficients predict how two observables co-move (abstract).",
-    note="Not implemented yet. Plan: feature vectors of a 2-layer attention-only toy model, compared with "
-    "gradients (cosine 1 expected).",
-)
-
-declare_paper(
-    arxiv="2503.14043",
-    short="LLM output signatures",
-    title="Learning on LLM Output Signatures for gray-box LLM Behavior Analysis",
-    authors="Bar-Shalom, Frasca, Lim, Gelberg, Ziser, El-Yaniv, Chechik, Maron",
-    area=ANALYSIS,
-    status="planned",
-    claim="A transformer over the sequence of output distributions (LOS-Net) beats gray-box baselines at "
-    "hallucination and data-contamination detection and transfers across datasets and LLMs (abstract).",
-    note="Not implemented yet. Plan: LOS-Net on the output signatures of a toy LM for membership "
-    "detection, against perplexity and Min-K% scores.",
-)
-
-declare_paper(
-    arxiv="2502.11779",
-    short="Response-strategy selection",
-    title="Efficient Response Generation Method Selection for Fine-Tuning Large Language Models",
-    authors="Ren, Chen, Liu",
-    area=ANALYSIS,
-    status="planned",
-    claim="Scoring a small sample from each response-generation strategy by how familiar it is to the "
-    "target model predicts fine-tuned performance better than perplexity (abstract).",
-    note="Not implemented yet. Plan: a synthetic strategy-selection benchmark comparing the alignment "
-    "score with perplexity by rank correlation.",
-)
-
-declare_paper(
     arxiv="2411.12992",
     short="MemoryFormer",
     title="MemoryFormer: Minimize Transformer Computation by Removing Fully-Connected Layers",
@@ -115,18 +48,4 @@ declare_paper(
     "at lower FLOPs per block (third-party summaries; tables not verified).",
     note="Not implemented yet. Plan: a hashed memory layer in place of the FFN of a small byte-level LM, "
     "bits per byte and FLOPs per token.",
-)
-
-declare_paper(
-    arxiv="2605.03258",
-    short="Counting readout bottleneck",
-    title="The Right Answer, the Wrong Direction: Why Transformers Fail at Counting and How to Fix It",
-    authors="Garcia",
-    area=ANALYSIS,
-    status="planned",
-    claim="Probes recover the count with R^2 > 0.99, yet its directions are nearly orthogonal to the "
-    "digit rows of the output head (|cos| <= 0.032); LoRA on attention Q/V reaches 83.1% greedy "
-    "accuracy (abstract).",
-    note="Not implemented yet. Plan: probes and head-row geometry on a tiny counting LM, then the "
-    "head-only and LoRA repairs.",
 )

@@ -1,0 +1,221 @@
+"""Recipe ``depth-use``: do small LMs use their depth efficiently? (Csordás, Manning, Potts).
+
+Two byte-level test-bed LMs (:func:`linearlab.lab.testbed.pretrained_lm`) of the same width, a
+shallow (``shallow_layers``) and a deep one (``deep_layers``), trained the same way on the standard
+library. On held-out text:
+
+1. per layer: relative contribution ``|a_l + m_l| / |h_l|`` and ``cos(a_l + m_l, h_l)``;
+2. skipping each layer: the largest relative change it causes in a later layer's contribution, and
+   the output KL;
+3. the ``shallow x deep`` matrix of held-out R^2 of ridge maps between their residual streams, and
+   the best deep layer for each shallow layer (the paper: equal relative depth, ``j ~ i * L_deep /
+   L_shallow``).
+
+    linearlab run depth-use [--smoke]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from linearlab.analysis.depth_usage import (
+    depth_alignment,
+    layer_contributions,
+    residual_streams,
+    skip_effects,
+)
+from linearlab.io import atomic_write_json
+from linearlab.lab.tables import fmt, format_table
+from linearlab.lab.testbed import TestbedConfig, pretrained_lm, val_windows
+from linearlab.recipes import Recipe
+from linearlab.runs import RunDir
+
+NAME = "depth-use"
+
+
+@dataclass
+class Config:
+    """``linearlab run depth-use``; override with ``--set name=value``."""
+
+    d_model: int = 128
+    shallow_layers: int = 4
+    deep_layers: int = 8
+    steps: int = 600
+    seq_len: int = 256
+    batch_size: int = 16
+    max_bytes: int = 8_000_000
+    eval_windows: int = 16
+    eval_len: int = 128
+    ridge_lam: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "shallow_layers", "steps", "seq_len", "eval_windows", "eval_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.deep_layers <= self.shallow_layers:
+            raise ValueError(
+                f"deep_layers: expected more layers than shallow_layers={self.shallow_layers}, got {self.deep_layers}"
+            )
+
+
+def _smoke() -> Config:
+    return Config(d_model=32, shallow_layers=2, deep_layers=4, steps=5, seq_len=64, batch_size=4,
+                  max_bytes=300_000, eval_windows=4, eval_len=64)  # fmt: skip
+
+
+def _bed(cfg: Config, layers: int):
+    return pretrained_lm(
+        TestbedConfig(
+            d_model=cfg.d_model,
+            n_layers=layers,
+            steps=cfg.steps,
+            seq_len=cfg.seq_len,
+            batch_size=cfg.batch_size,
+            max_bytes=cfg.max_bytes,
+            seed=cfg.seed,
+        )
+    )
+
+
+def _model_part(cfg: Config, layers: int) -> dict[str, Any]:
+    bed = _bed(cfg, layers)
+    ids = val_windows(bed.data, cfg.eval_len, cfg.eval_windows)[:, :-1]
+    return {
+        "layers": layers,
+        "val_bpb": bed.val_bpb,
+        **layer_contributions(bed.model, ids),
+        **skip_effects(bed.model, ids),
+    }
+
+
+def _job(run_dir: RunDir, name: str, fn) -> Any:
+    path = run_dir.file(f"{name}.json")
+    if path.exists():
+        return json.loads(path.read_text())
+    result = fn()
+    atomic_write_json(path, result)
+    return result
+
+
+def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    shallow = _job(run_dir, "shallow", lambda: _model_part(cfg, cfg.shallow_layers))
+    deep = _job(run_dir, "deep", lambda: _model_part(cfg, cfg.deep_layers))
+
+    def align() -> dict:
+        a, b = _bed(cfg, cfg.shallow_layers), _bed(cfg, cfg.deep_layers)
+        ids = val_windows(a.data, cfg.eval_len, cfg.eval_windows)[:, :-1]
+        r2 = depth_alignment(
+            residual_streams(a.model, ids), residual_streams(b.model, ids), lam=cfg.ridge_lam, seed=cfg.seed
+        )
+        return {"r2": r2.tolist(), "argmax": [int(j) for j in r2.argmax(1)]}
+
+    alignment = _job(run_dir, "alignment", align)
+    ratio = cfg.deep_layers / cfg.shallow_layers
+    # layer i (0-based) ends at relative depth (i + 1) / L: the deep layer ending there
+    expected = [round((i + 1) * ratio) - 1 for i in range(cfg.shallow_layers)]
+    summary = {
+        "shallow": shallow,
+        "deep": deep,
+        "alignment": alignment,
+        "expected_argmax": expected,
+        "argmax_mean_abs_offset": sum(abs(a - e) for a, e in zip(alignment["argmax"], expected))
+        / len(expected),
+    }
+    _plot(run_dir, summary)
+    print(format_summary(summary))
+    return summary
+
+
+def _plot(run_dir: RunDir, s: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for part, marker in (("shallow", "o-"), ("deep", "s-")):
+        p = s[part]
+        depth = [(i + 1) / p["layers"] for i in range(p["layers"])]
+        axes[0].plot(depth, p["relative"], marker, label=f"{p['layers']} layers |a+m|/|h|")
+        axes[0].plot(depth, p["cos"], marker, alpha=0.5, label=f"{p['layers']} layers cos")
+        axes[1].plot(depth, p["max_future"], marker, label=f"{p['layers']} layers max later change")
+        axes[1].plot(depth, p["kl"], marker, alpha=0.5, label=f"{p['layers']} layers output KL")
+    axes[0].set(title="contribution per layer", xlabel="relative depth")
+    axes[1].set(title="effect of skipping a layer", xlabel="relative depth", yscale="log")
+    for ax in axes[:2]:
+        ax.legend(fontsize=7)
+    r2 = torch.tensor(s["alignment"]["r2"])
+    im = axes[2].imshow(r2.numpy(), aspect="auto", cmap="viridis")
+    axes[2].plot(s["alignment"]["argmax"], range(len(r2)), "r+", ms=12, label="best deep layer")
+    axes[2].plot(s["expected_argmax"], range(len(r2)), "wx", ms=8, label="equal relative depth")
+    axes[2].set(
+        title="R^2 of ridge map shallow layer -> deep layer", xlabel="deep layer", ylabel="shallow layer"
+    )
+    axes[2].legend(fontsize=7)
+    fig.colorbar(im, ax=axes[2])
+    run_dir.save_figure("depth_use.png", fig)
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = []
+    for part in ("shallow", "deep"):
+        p = s[part]
+        rows = [
+            [f"layer {i}", p["relative"][i], p["cos"][i], p["max_future"][i], p["kl"][i]]
+            for i in range(p["layers"])
+        ]
+        lines.append(f"{p['layers']}-layer LM (val {p['val_bpb']:.3f} bits/byte)")
+        lines.append(
+            format_table(
+                ["layer", "|a+m|/|h|", "cos(a+m, h)", "max later change if skipped", "output KL if skipped"],
+                rows,
+            )
+        )
+    a = s["alignment"]
+    rows = [
+        [f"shallow layer {i}", a["argmax"][i], s["expected_argmax"][i], fmt(max(a["r2"][i]), 3)]
+        for i in range(len(a["argmax"]))
+    ]
+    lines.append("best linear map shallow -> deep (paper: equal relative depth)")
+    lines.append(format_table(["", "best deep layer", "equal relative depth", "R^2"], rows))
+    lines.append(
+        f"mean |best - equal-depth| = {s['argmax_mean_abs_offset']:.2f} layers; paper (Llama/Qwen): second-half "
+        "layers contribute much less and their skip effects are small"
+    )
+    return "\n".join(lines)
+
+
+def headline(summary: dict[str, Any]) -> dict[str, float]:
+    """Alignment offset, first/second-half contribution and KL ratios of the deep model."""
+    deep = summary["deep"]
+    half = deep["layers"] // 2
+    first = sum(deep["relative"][:half]) / half
+    second = sum(deep["relative"][half:]) / (deep["layers"] - half)
+    kl_first = sum(deep["kl"][:half]) / half
+    kl_second = sum(deep["kl"][half:]) / (deep["layers"] - half)
+    return {
+        "alignment mean |argmax - equal depth|": summary["argmax_mean_abs_offset"],
+        "deep contribution 2nd/1st half": second / first,
+        "deep skip KL 2nd/1st half": kl_second / kl_first if kl_first else float("nan"),
+    }
+
+
+def report(run_dir: RunDir) -> str:
+    return format_summary(run_dir.read_summary())
+
+
+RECIPE = Recipe(
+    name=NAME,
+    help="depth use: per-layer contributions, layer-skip effects, shallow->deep alignment of two byte LMs",
+    config=Config,
+    presets={"default": Config, "smoke": _smoke},
+    run=run,
+    report=report,
+    headline=headline,
+)
