@@ -7,7 +7,7 @@ move its declaration next to that code (and give it objects, usage and a recipe)
 
 from __future__ import annotations
 
-from linearlab.papers import ANALYSIS, LAYERS, MIXERS, OTHER, declare_paper
+from linearlab.papers import LAYERS, declare_paper
 
 declare_paper(
     arxiv="2504.19449",

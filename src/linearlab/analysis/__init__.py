@@ -100,4 +100,3 @@ def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(f"linearlab.analysis.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'linearlab.analysis' has no attribute {name!r}")
-
