@@ -137,8 +137,8 @@ def test_every_seed_paper_has_an_entry(papers, seed_dir):
     declared = {P._norm(p.title): p for p in papers}
     missing = [t for t in titles if P._norm(t) not in declared]
     assert not missing, (
-        "seed papers with no declare_paper(...) entry (declare it next to its code, or in "
-        f"linearlab/papers_planned.py with status='planned'): {missing}"
+        "seed papers with no declare_paper(...) entry (declare it next to its code, with "
+        f"status='planned' if there is none yet): {missing}"
     )
 
 

@@ -20,8 +20,8 @@ the module that implements it (a mixer file, a recipe, ``convert/linearize.py``,
         figures=("mqar:gla *", "lm:gla *"),
     )
 
-Papers in the seed list that are not implemented yet are declared in :mod:`linearlab.papers_planned`
-with ``status="planned"`` and a one-line ``note`` saying so.
+A paper without code yet is declared with ``status="planned"`` and a one-line ``note`` saying so,
+in the module that will implement it (today every seed paper has code, some of it ``"partial"``).
 
 :data:`PAPERS` is the one :class:`~linearlab.registry.Registry` of them, keyed by arXiv id. Its loader
 runs on the first lookup: it reads the package's ``.py`` files and imports every module holding a

@@ -22,6 +22,7 @@ _LAZY = {
     "finetune_lora": "linearlab.convert.lora",
     "convert_": "linearlab.convert.linear_swap",
     "quantize_": "linearlab.convert.quantize",
+    "sparsify_": "linearlab.convert.sparsify",
     "assign_bits": "linearlab.convert.quantize",
     "quantvla_calibrate_": "linearlab.convert.quantvla",
     "apply_lora_mixer_": "linearlab.convert.lora_mixer",

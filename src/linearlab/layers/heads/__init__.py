@@ -2,5 +2,6 @@
 
 from linearlab.layers.heads.fourier import FourierHead
 from linearlab.layers.heads.svm import SVMHead, squared_hinge_loss
+from linearlab.layers.heads.vq_logits import VQLogitsConfig, VQLogitsHead
 
-__all__ = ["FourierHead", "SVMHead", "squared_hinge_loss"]
+__all__ = ["FourierHead", "SVMHead", "VQLogitsConfig", "VQLogitsHead", "squared_hinge_loss"]

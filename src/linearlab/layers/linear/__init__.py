@@ -7,6 +7,10 @@ _LAZY = {
     "QuartetLinear": "quartet",
     "QuartetConfig": "quartet",
     "LoRAMixerLinear": "lora_mixer",
+    "RSparseLinear": "r_sparse",
+    "RSparseConfig": "r_sparse",
+    "MemoryLayer": "memory_layer",
+    "MemoryLayerConfig": "memory_layer",
 }
 
 __all__ = sorted(_LAZY)
