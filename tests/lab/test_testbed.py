@@ -41,3 +41,30 @@ def test_bad_configuration_names_the_field():
 def test_bits_per_byte_checks_window_shape():
     with pytest.raises(ValueError, match="windows"):
         bits_per_byte(torch.nn.Identity(), torch.zeros(3, dtype=torch.long))
+
+
+def test_testbed_from_reads_prefixed_fields_and_fixed_values():
+    from dataclasses import dataclass
+
+    from linearlab.lab.testbed import testbed_from
+
+    @dataclass
+    class RecipeConfig:
+        bed_d_model: int = 48
+        bed_steps: int = 7
+        steps: int = 999  # not a bed field: must not leak into the test bed
+
+    bed = testbed_from(RecipeConfig(), tokenizer="bpe")
+    assert (bed.d_model, bed.steps, bed.tokenizer) == (48, 7, "bpe")
+    assert bed.n_layers == TestbedConfig().n_layers
+
+
+def test_window_batches_are_a_pure_function_of_the_step():
+    from linearlab.tasks.text import window_batches
+
+    data = torch.arange(1000)
+    batches = window_batches(data, batch_size=3, seq_len=5, seed=1)
+    x, y = batches(4)
+    x2, y2 = batches(4)
+    assert torch.equal(x, x2) and torch.equal(y[:, :-1], x[:, 1:])
+    assert not torch.equal(batches(5)[0], x)

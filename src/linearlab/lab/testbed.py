@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from linearlab.io import atomic_write_json
 from linearlab.models import MixerLM, ModelConfig
-from linearlab.tasks.text import ByteCorpus, TokenCorpus, bpe_tokens, byte_tokens, cache_root
+from linearlab.tasks.text import ByteCorpus, TokenCorpus, bpe_tokens, byte_tokens, cache_root, window_batches
 
 TOKENIZERS = ("byte", "bpe")
 
@@ -100,6 +100,20 @@ class Testbed:
     config: TestbedConfig
 
 
+def testbed_from(config: object, prefix: str = "bed_", **fixed: object) -> TestbedConfig:
+    """The :class:`TestbedConfig` a recipe's config describes with ``<prefix><field>`` attributes.
+
+    Recipes expose the test bed's settings as ``bed_d_model``, ``bed_steps``, ... so ``--set`` can change
+    them; fields they do not expose keep their defaults, and ``fixed`` sets the rest (e.g. the tokenizer).
+    """
+    values = {
+        f.name: getattr(config, prefix + f.name)
+        for f in dataclasses.fields(TestbedConfig)
+        if hasattr(config, prefix + f.name)
+    }
+    return TestbedConfig(**{**values, **fixed})
+
+
 def load_tokens(cfg: TestbedConfig) -> TokenCorpus:
     """The corpus of ``cfg`` as token ids (the BPE tokenizer cached as :func:`bpe_tokens` does)."""
     corpus = ByteCorpus.from_files(None, max_bytes=cfg.max_bytes)
@@ -140,11 +154,7 @@ def _load_or_train(cfg: TestbedConfig, folder: Path) -> Testbed:
         load_checkpoint(folder / "checkpoint.safetensors", model)
         return Testbed(model.eval(), data, float(stored["val_bpb"]), folder, cfg)
 
-    def batch_fn(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        starts = torch.randint(0, data.train.numel() - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
-        rows = torch.stack([data.train[s : s + cfg.seq_len + 1] for s in starts.tolist()])
-        return rows[:, :-1], rows[:, 1:]
+    batch_fn = window_batches(data.train, cfg.batch_size, cfg.seq_len, cfg.seed)
 
     train_cfg = TrainConfig(
         steps=cfg.steps,

@@ -38,7 +38,7 @@ from linearlab.layers.linear.memory_layer import MemoryLayer, MemoryLayerConfig
 from linearlab.models import MixerLM, ModelConfig
 from linearlab.recipes import Recipe
 from linearlab.runs import RunDir
-from linearlab.tasks.text import ByteCorpus, byte_tokens
+from linearlab.tasks.text import ByteCorpus, byte_tokens, window_batches
 from linearlab.train import TrainConfig, train
 
 NAME = "memoryformer"
@@ -128,11 +128,7 @@ def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
     jobs = run_dir.path / "jobs"
     jobs.mkdir(exist_ok=True)
 
-    def batch_fn(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        starts = torch.randint(0, data.train.numel() - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
-        rows = torch.stack([data.train[s : s + cfg.seq_len + 1] for s in starts.tolist()])
-        return rows[:, :-1], rows[:, 1:]
+    batch_fn = window_batches(data.train, cfg.batch_size, cfg.seq_len, cfg.seed)
 
     rows = []
     for arm in cfg.arms:

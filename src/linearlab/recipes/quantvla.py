@@ -24,7 +24,7 @@ from linearlab.convert.quantize import quantize_
 from linearlab.convert.quantvla import quantvla_calibrate_
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import format_table
-from linearlab.lab.testbed import TestbedConfig, bits_per_byte, pretrained_lm, val_windows
+from linearlab.lab.testbed import TestbedConfig, bits_per_byte, pretrained_lm, testbed_from, val_windows
 from linearlab.recipes import Recipe
 from linearlab.runs import RunDir
 
@@ -58,15 +58,7 @@ class Config:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
 
     def bed(self) -> TestbedConfig:
-        return TestbedConfig(
-            d_model=self.bed_d_model,
-            n_layers=self.bed_n_layers,
-            num_heads=self.bed_num_heads,
-            seq_len=self.bed_seq_len,
-            batch_size=self.bed_batch_size,
-            steps=self.bed_steps,
-            max_bytes=self.bed_max_bytes,
-        )
+        return testbed_from(self)
 
 
 def _smoke() -> Config:

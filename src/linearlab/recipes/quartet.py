@@ -33,6 +33,7 @@ from linearlab.layers.linear.quartet import QuartetConfig
 from linearlab.models import MixerLM, ModelConfig
 from linearlab.recipes import Recipe
 from linearlab.runs import RunDir
+from linearlab.tasks.text import window_batches
 from linearlab.train import TrainConfig, train
 
 NAME = "quartet"
@@ -96,11 +97,7 @@ def _train_arm(cfg: Config, arm: str, data, windows: torch.Tensor, run_dir: RunD
     if ARMS[arm] is not None:
         convert_(model, ARMS[arm], filter_fn=lambda m, fqn: fqn.startswith("blocks."))
 
-    def batch_fn(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        starts = torch.randint(0, data.train.numel() - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
-        rows = torch.stack([data.train[s : s + cfg.seq_len + 1] for s in starts.tolist()])
-        return rows[:, :-1], rows[:, 1:]
+    batch_fn = window_batches(data.train, cfg.batch_size, cfg.seq_len, cfg.seed)
 
     train_cfg = TrainConfig(
         steps=cfg.steps,

@@ -37,7 +37,7 @@ from linearlab.convert.linear_swap import linear_layers
 from linearlab.convert.sparsify import collect_linear_inputs
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import fmt, format_table
-from linearlab.lab.testbed import TestbedConfig, bits_per_byte, pretrained_lm, val_windows
+from linearlab.lab.testbed import TestbedConfig, bits_per_byte, pretrained_lm, testbed_from, val_windows
 from linearlab.layers.linear.r_sparse import LayerFactors, model_sparsity, search_budgets
 from linearlab.recipes import Recipe
 from linearlab.runs import RunDir
@@ -80,15 +80,7 @@ class Config:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
 
     def bed(self) -> TestbedConfig:
-        return TestbedConfig(
-            d_model=self.bed_d_model,
-            n_layers=self.bed_n_layers,
-            num_heads=self.bed_num_heads,
-            seq_len=self.bed_seq_len,
-            batch_size=self.bed_batch_size,
-            steps=self.bed_steps,
-            max_bytes=self.bed_max_bytes,
-        )
+        return testbed_from(self)
 
 
 def _smoke() -> Config:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import fmt, format_table
-from linearlab.lab.testbed import TestbedConfig, pretrained_lm, val_windows
+from linearlab.lab.testbed import TestbedConfig, pretrained_lm, testbed_from, val_windows
 from linearlab.layers.heads.vq_logits import VQLogitsHead
 from linearlab.models import MixerLM
 from linearlab.recipes import Recipe
@@ -77,17 +77,7 @@ class Config:
             raise ValueError(f"ft_steps: must be >= 0, got {self.ft_steps}")
 
     def bed(self) -> TestbedConfig:
-        return TestbedConfig(
-            tokenizer="bpe",
-            vocab_size=self.bed_vocab,
-            d_model=self.bed_d_model,
-            n_layers=self.bed_n_layers,
-            num_heads=self.bed_num_heads,
-            seq_len=self.bed_seq_len,
-            batch_size=self.bed_batch_size,
-            steps=self.bed_steps,
-            max_bytes=self.bed_max_bytes,
-        )
+        return testbed_from(self, tokenizer="bpe", vocab_size=self.bed_vocab)
 
 
 def _smoke() -> Config:

@@ -95,6 +95,21 @@ def sample_windows(
     return chunk[:, :-1], chunk[:, 1:]
 
 
+def window_batches(data: torch.Tensor, batch_size: int, seq_len: int, seed: int):
+    """``step -> (x, y)``: :func:`sample_windows` with a generator seeded by ``seed * 1_000_003 + step``.
+
+    A pure function of the step, so a resumed training sees exactly the batches an uninterrupted one
+    would have seen (the train loop's contract for ``batch_fn``).
+    """
+
+    def batch_fn(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return sample_windows(
+            data, batch_size, seq_len, torch.Generator().manual_seed(seed * 1_000_003 + step)
+        )
+
+    return batch_fn
+
+
 def eval_windows(data: torch.Tensor, seq_len: int, max_windows: int | None = None) -> torch.Tensor:
     """Consecutive non-overlapping windows of ``seq_len + 1`` bytes: ``[W, seq_len + 1]`` int64."""
     n = (data.numel() - 1) // seq_len
