@@ -42,8 +42,7 @@ class TestbedConfig:
         tokenizer: ``"byte"`` (vocabulary 256) or ``"bpe"`` (byte-level BPE trained here, ``vocab_size``).
         vocab_size: BPE vocabulary (ignored for bytes).
         seq_len, batch_size, steps, lr, seed: training (AdamW, warm-up + cosine; default 400 steps of
-            16 x 128 tokens, about 0.8M tokens: a couple of minutes on 2 cores, enough for a model whose
-            compression or analysis is not just noise).
+            16 x 256 tokens, about 2.5M tokens: the model the surgery and analysis recipes share).
         max_bytes: how much of the standard library the corpus reads.
     """
 
@@ -55,9 +54,9 @@ class TestbedConfig:
     num_heads: int = 4
     tokenizer: str = "byte"
     vocab_size: int = 16384
-    seq_len: int = 128
+    seq_len: int = 256
     batch_size: int = 16
-    steps: int = 400
+    steps: int = 600
     lr: float = 3e-3
     seed: int = 0
     max_bytes: int = 8_000_000
@@ -98,6 +97,26 @@ class Testbed:
     val_bpb: float
     path: Path
     config: TestbedConfig
+
+
+@dataclass
+class TestbedFields:
+    """The ``bed_*`` fields a recipe config inherits to choose its test bed (defaults: :class:`TestbedConfig`'s).
+
+    One set of fields and defaults for every recipe that works on the shared model, so their default
+    runs share one cached test bed; ``--set bed_steps=200`` changes it for one run.
+    """
+
+    bed_d_model: int = TestbedConfig.d_model
+    bed_n_layers: int = TestbedConfig.n_layers
+    bed_num_heads: int = TestbedConfig.num_heads
+    bed_seq_len: int = TestbedConfig.seq_len
+    bed_batch_size: int = TestbedConfig.batch_size
+    bed_steps: int = TestbedConfig.steps
+    bed_max_bytes: int = TestbedConfig.max_bytes
+
+    def bed(self) -> TestbedConfig:
+        return testbed_from(self)
 
 
 def testbed_from(config: object, prefix: str = "bed_", **fixed: object) -> TestbedConfig:

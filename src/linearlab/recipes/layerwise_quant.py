@@ -26,7 +26,7 @@ from linearlab.analysis.layer_importance import find_blocks, lim_scores, zd_scor
 from linearlab.convert.quantize import assign_bits, expand_to_linears, quantize_
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import format_table
-from linearlab.lab.testbed import TestbedConfig, bits_per_byte, pretrained_lm, testbed_from, val_windows
+from linearlab.lab.testbed import TestbedFields, bits_per_byte, pretrained_lm, val_windows
 from linearlab.recipes import Recipe
 from linearlab.runs import RunDir
 
@@ -35,7 +35,7 @@ ORDERS = ("lim", "zd", "zd_high", "reverse", "random")
 
 
 @dataclass
-class Config:
+class Config(TestbedFields):
     """What ``linearlab run layerwise-quant`` measures; ``bed_*`` fields choose the shared test-bed LM."""
 
     budgets: list[float] = field(default_factory=lambda: [8.0, 7.0, 6.0, 5.0, 4.0, 3.5, 3.0, 2.5])
@@ -46,13 +46,6 @@ class Config:
     calib_windows: int = 8
     eval_windows: int = 32
     seed: int = 0
-    bed_d_model: int = 128
-    bed_n_layers: int = 4
-    bed_num_heads: int = 4
-    bed_seq_len: int = 256
-    bed_batch_size: int = 16
-    bed_steps: int = 600
-    bed_max_bytes: int = 8_000_000
 
     def __post_init__(self) -> None:
         unknown = [o for o in self.orders if o not in ORDERS]
@@ -66,9 +59,6 @@ class Config:
         for name in ("random_seeds", "group_size", "calib_windows", "eval_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-
-    def bed(self) -> TestbedConfig:
-        return testbed_from(self)
 
 
 def _smoke() -> Config:

@@ -24,7 +24,7 @@ from linearlab.convert.quantize import quantize_
 from linearlab.convert.quantvla import quantvla_calibrate_
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import format_table
-from linearlab.lab.testbed import TestbedConfig, bits_per_byte, pretrained_lm, testbed_from, val_windows
+from linearlab.lab.testbed import TestbedFields, bits_per_byte, pretrained_lm, val_windows
 from linearlab.recipes import Recipe
 from linearlab.runs import RunDir
 
@@ -34,20 +34,13 @@ ARMS = ("naive", "atm", "atm_ohb")
 
 
 @dataclass
-class Config:
+class Config(TestbedFields):
     """What ``linearlab run quantvla`` measures; ``bed_*`` fields choose the shared test-bed LM."""
 
     precisions: list[str] = field(default_factory=lambda: ["w4a8", "w8a8"])
     group_size: int = 32
     calib_windows: int = 8
     eval_windows: int = 32
-    bed_d_model: int = 128
-    bed_n_layers: int = 4
-    bed_num_heads: int = 4
-    bed_seq_len: int = 256
-    bed_batch_size: int = 16
-    bed_steps: int = 600
-    bed_max_bytes: int = 8_000_000
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.precisions if p not in PRECISIONS]
@@ -56,9 +49,6 @@ class Config:
         for name in ("group_size", "calib_windows", "eval_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-
-    def bed(self) -> TestbedConfig:
-        return testbed_from(self)
 
 
 def _smoke() -> Config:

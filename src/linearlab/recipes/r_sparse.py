@@ -37,7 +37,7 @@ from linearlab.convert.linear_swap import linear_layers
 from linearlab.convert.sparsify import collect_linear_inputs
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import fmt, format_table
-from linearlab.lab.testbed import TestbedConfig, bits_per_byte, pretrained_lm, testbed_from, val_windows
+from linearlab.lab.testbed import TestbedFields, bits_per_byte, pretrained_lm, val_windows
 from linearlab.layers.linear.r_sparse import LayerFactors, model_sparsity, search_budgets
 from linearlab.recipes import Recipe
 from linearlab.runs import RunDir
@@ -47,7 +47,7 @@ ARMS = ("teal", "sparse_only", "r_sparse", "low_rank", "r_sparse_search")
 
 
 @dataclass
-class Config:
+class Config(TestbedFields):
     """What ``linearlab run r-sparse`` measures; ``bed_*`` fields choose the shared test-bed LM."""
 
     sparsities: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
@@ -59,13 +59,6 @@ class Config:
     search_population: int = 16
     search_mutation: float = 0.1
     seed: int = 0
-    bed_d_model: int = 128
-    bed_n_layers: int = 4
-    bed_num_heads: int = 4
-    bed_seq_len: int = 256
-    bed_batch_size: int = 16
-    bed_steps: int = 600
-    bed_max_bytes: int = 8_000_000
 
     def __post_init__(self) -> None:
         if not self.sparsities or any(not 0 <= s < 1 for s in self.sparsities):
@@ -78,9 +71,6 @@ class Config:
         for name in ("calib_len", "eval_windows", "search_generations", "search_population"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-
-    def bed(self) -> TestbedConfig:
-        return testbed_from(self)
 
 
 def _smoke() -> Config:
