@@ -39,15 +39,17 @@ def test_every_mixer_variant_names_a_registered_mixer():
 class _RecordingBar:
     """Stands in for tqdm: records every position the bar passes through."""
 
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[int, float]] = []
 
     def __init__(self, total, **kwargs):
         self.total, self.n = total, 0
         _RecordingBar.seen = []
 
     def update(self, k):
+        import time
+
         self.n += k
-        _RecordingBar.seen.append((self.n, self.total))
+        _RecordingBar.seen.append((self.n, time.time()))
 
     def close(self):
         pass
@@ -61,7 +63,7 @@ def _stepping_job(n_steps: int, pause: float) -> dict:
     for _ in range(n_steps):
         step_done()
     time.sleep(pause)  # the parent must show these steps before the job ends
-    return {"steps": n_steps}
+    return {"steps": n_steps, "ended": time.time() if pause else 0.0}
 
 
 def test_run_jobs_counts_steps_while_jobs_run(monkeypatch):
@@ -70,13 +72,16 @@ def test_run_jobs_counts_steps_while_jobs_run(monkeypatch):
     monkeypatch.setattr(parallel, "tqdm", _RecordingBar)
     # in-process: the bar moves with every reported step, then tops up to the job's full count
     out = parallel.run_jobs(_stepping_job, [(3, 0.0), (2, 0.0)], workers=1, desc="t", steps=[4, 2])
-    assert out == [{"steps": 3}, {"steps": 2}]
+    assert [r["steps"] for r in out] == [3, 2]
     positions = [n for n, _ in _RecordingBar.seen]
     assert positions[:3] == [1, 2, 3] and positions[-1] == 6
     # in worker processes: steps show up while the jobs are still running
-    parallel.run_jobs(_stepping_job, [(3, 2.0), (3, 2.0)], workers=2, desc="t", steps=[3, 3])
-    positions = [n for n, _ in _RecordingBar.seen]
-    assert positions[-1] == 6 and any(0 < n < 6 for n in positions)
+    # (both jobs may report all their steps between two polls, so the test asks for a moving bar
+    # before the first job ended rather than for an intermediate position)
+    out = parallel.run_jobs(_stepping_job, [(3, 2.0), (3, 2.0)], workers=2, desc="t", steps=[3, 3])
+    first_end = min(r["ended"] for r in out)
+    assert _RecordingBar.seen[-1][0] == 6
+    assert any(n > 0 and t < first_end for n, t in _RecordingBar.seen)
 
 
 def test_step_done_outside_run_jobs_is_a_no_op_and_steps_must_match_jobs():
