@@ -13,6 +13,9 @@ def test_smoke_run_and_report(tmp_path, capsys, monkeypatch):
     assert s["shallow"]["layers"] == 2 and s["deep"]["layers"] == 4
     assert len(s["alignment"]["r2"]) == 2 and len(s["alignment"]["r2"][0]) == 4
     assert s["expected_argmax"] == [1, 3]
+    assert s["expected_argmax_shallow"] == [0, 0, 1, 1] and len(s["alignment"]["argmax_shallow"]) == 4
+    # both LMs were trained (side by side, in worker processes) into the cache
+    assert len(list((tmp_path / "cache" / "testbed").glob("*/result.json"))) == 2
     for part in ("shallow", "deep"):
         p = s[part]
         assert p["max_future"][-1] == 0.0  # nothing follows the last layer
@@ -20,7 +23,8 @@ def test_smoke_run_and_report(tmp_path, capsys, monkeypatch):
     assert (out / "depth_use.png").stat().st_size > 0
     capsys.readouterr()
     assert main(["report", str(out)]) == 0
-    assert "best linear map shallow -> deep" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "best linear map shallow -> deep" in text and "which shallow layer predicts it best" in text
 
 
 def test_deep_must_be_deeper(tmp_path, capsys):

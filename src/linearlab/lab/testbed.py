@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class TestbedConfig:
             with 4 heads and a SwiGLU MLP).
         tokenizer: ``"byte"`` (vocabulary 256) or ``"bpe"`` (byte-level BPE trained here, ``vocab_size``).
         vocab_size: BPE vocabulary (ignored for bytes).
-        seq_len, batch_size, steps, lr, seed: training (AdamW, warm-up + cosine; default 400 steps of
+        seq_len, batch_size, steps, lr, seed: training (AdamW, warm-up + cosine; default 600 steps of
             16 x 256 tokens, about 2.5M tokens: the model the surgery and analysis recipes share).
         max_bytes: how much of the standard library the corpus reads.
     """
@@ -139,10 +140,16 @@ def load_tokens(cfg: TestbedConfig) -> TokenCorpus:
     return byte_tokens(corpus) if cfg.tokenizer == "byte" else bpe_tokens(corpus, cfg.vocab_size)
 
 
-def pretrained_lm(cfg: TestbedConfig = TestbedConfig(), cache_dir: str | Path | None = None) -> Testbed:
+def pretrained_lm(
+    cfg: TestbedConfig = TestbedConfig(),
+    cache_dir: str | Path | None = None,
+    on_step: Callable[[int, torch.nn.Module], None] | None = None,
+) -> Testbed:
     """The test-bed LM of ``cfg``: trained on first use, loaded from the cache afterwards.
 
     ``cache_dir`` replaces ``cache_root()/testbed/<cfg digest>`` (tests pass a temporary folder).
+    ``on_step`` is the train loop's per-step hook while it trains (e.g.
+    :func:`linearlab.lab.parallel.step_done` when test beds train side by side in ``run_jobs``).
     """
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "testbed" / cfg.digest()
     folder.mkdir(parents=True, exist_ok=True)
@@ -150,12 +157,14 @@ def pretrained_lm(cfg: TestbedConfig = TestbedConfig(), cache_dir: str | Path | 
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return _load_or_train(cfg, folder)
+            return _load_or_train(cfg, folder, on_step)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _load_or_train(cfg: TestbedConfig, folder: Path) -> Testbed:
+def _load_or_train(
+    cfg: TestbedConfig, folder: Path, on_step: Callable[[int, torch.nn.Module], None] | None
+) -> Testbed:
     from linearlab.runs import RunDir
     from linearlab.train import TrainConfig, train
     from linearlab.train.checkpoint import load_checkpoint
@@ -182,6 +191,7 @@ def _load_or_train(cfg: TestbedConfig, folder: Path) -> Testbed:
         warmup_steps=min(50, max(1, cfg.steps // 10)),
         checkpoint_every=100,
         seed=cfg.seed,
+        progress=on_step is None,  # a caller counting steps shows its own bar
     )
     run_dir = RunDir.create("testbed", folder)
     train(
@@ -193,6 +203,7 @@ def _load_or_train(cfg: TestbedConfig, folder: Path) -> Testbed:
         resume=True,
         desc="test-bed LM",
         tokens_per_batch=cfg.batch_size * cfg.seq_len,
+        on_step=on_step if on_step is not None else (),
     )
     model.eval()
     bpb = bits_per_byte(model, val_windows(data, cfg.seq_len), data.bytes_per_token)

@@ -29,6 +29,7 @@ from linearlab.analysis.depth_usage import (
     skip_effects,
 )
 from linearlab.io import atomic_write_json
+from linearlab.lab.parallel import default_workers, run_jobs, step_done
 from linearlab.lab.tables import fmt, format_table
 from linearlab.lab.testbed import TestbedConfig, pretrained_lm, val_windows
 from linearlab.recipes import Recipe
@@ -41,11 +42,13 @@ NAME = "depth-use"
 class Config:
     """``linearlab run depth-use``; override with ``--set name=value``."""
 
-    d_model: int = 128
+    # narrower and shorter-context than the shared test bed, so that a fresh run (both LMs trained
+    # side by side, one core each: the 8-layer one takes about 400 CPU-s) stays within 10 minutes
+    d_model: int = 96
     shallow_layers: int = 4
     deep_layers: int = 8
     steps: int = 600
-    seq_len: int = 256
+    seq_len: int = 128
     batch_size: int = 16
     max_bytes: int = 8_000_000
     eval_windows: int = 16
@@ -68,18 +71,26 @@ def _smoke() -> Config:
                   max_bytes=300_000, eval_windows=4, eval_len=64)  # fmt: skip
 
 
-def _bed(cfg: Config, layers: int):
-    return pretrained_lm(
-        TestbedConfig(
-            d_model=cfg.d_model,
-            n_layers=layers,
-            steps=cfg.steps,
-            seq_len=cfg.seq_len,
-            batch_size=cfg.batch_size,
-            max_bytes=cfg.max_bytes,
-            seed=cfg.seed,
-        )
+def _bed_config(cfg: Config, layers: int) -> TestbedConfig:
+    return TestbedConfig(
+        d_model=cfg.d_model,
+        n_layers=layers,
+        steps=cfg.steps,
+        seq_len=cfg.seq_len,
+        batch_size=cfg.batch_size,
+        max_bytes=cfg.max_bytes,
+        seed=cfg.seed,
     )
+
+
+def _bed(cfg: Config, layers: int):
+    return pretrained_lm(_bed_config(cfg, layers))
+
+
+def _train_bed(cfg: Config, layers: int) -> dict[str, Any]:
+    """One job of :func:`run_jobs`: train (or find cached) the ``layers``-layer test bed."""
+    bed = pretrained_lm(_bed_config(cfg, layers), on_step=step_done)
+    return {"layers": layers, "val_bpb": bed.val_bpb}
 
 
 def _model_part(cfg: Config, layers: int) -> dict[str, Any]:
@@ -104,6 +115,10 @@ def _job(run_dir: RunDir, name: str, fn) -> Any:
 
 def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
+    # both LMs train side by side, one core each (cached ones load instantly)
+    layers = [cfg.shallow_layers, cfg.deep_layers]
+    run_jobs(_train_bed, [(cfg, n) for n in layers], workers=default_workers(), desc="depth-use LMs",
+             costs=[float(n) for n in layers], steps=[cfg.steps] * 2)  # fmt: skip
     shallow = _job(run_dir, "shallow", lambda: _model_part(cfg, cfg.shallow_layers))
     deep = _job(run_dir, "deep", lambda: _model_part(cfg, cfg.deep_layers))
 
@@ -113,12 +128,19 @@ def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
         r2 = depth_alignment(
             residual_streams(a.model, ids), residual_streams(b.model, ids), lam=cfg.ridge_lam, seed=cfg.seed
         )
-        return {"r2": r2.tolist(), "argmax": [int(j) for j in r2.argmax(1)]}
+        return {
+            "r2": r2.tolist(),
+            "argmax": [int(j) for j in r2.argmax(1)],  # best deep layer for each shallow layer
+            "argmax_shallow": [int(i) for i in r2.argmax(0)],  # best shallow layer for each deep layer
+        }
 
     alignment = _job(run_dir, "alignment", align)
     ratio = cfg.deep_layers / cfg.shallow_layers
     # layer i (0-based) ends at relative depth (i + 1) / L: the deep layer ending there
     expected = [round((i + 1) * ratio) - 1 for i in range(cfg.shallow_layers)]
+    # comparing R^2 across deep layers (argmax over j) favours whichever deep layer is easiest to
+    # predict from anything; comparing shallow sources for one deep target (argmax over i) does not
+    expected_shallow = [max(0, round((j + 1) / ratio) - 1) for j in range(cfg.deep_layers)]
     summary = {
         "shallow": shallow,
         "deep": deep,
@@ -126,6 +148,11 @@ def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
         "expected_argmax": expected,
         "argmax_mean_abs_offset": sum(abs(a - e) for a, e in zip(alignment["argmax"], expected))
         / len(expected),
+        "expected_argmax_shallow": expected_shallow,
+        "argmax_shallow_mean_abs_offset": sum(
+            abs(a - e) for a, e in zip(alignment["argmax_shallow"], expected_shallow)
+        )
+        / len(expected_shallow),
     }
     _plot(run_dir, summary)
     print(format_summary(summary))
@@ -154,6 +181,8 @@ def _plot(run_dir: RunDir, s: dict[str, Any]) -> None:
     im = axes[2].imshow(r2.numpy(), aspect="auto", cmap="viridis")
     axes[2].plot(s["alignment"]["argmax"], range(len(r2)), "r+", ms=12, label="best deep layer")
     axes[2].plot(s["expected_argmax"], range(len(r2)), "wx", ms=8, label="equal relative depth")
+    axes[2].plot(range(r2.shape[1]), s["alignment"]["argmax_shallow"], "co", ms=5, mfc="none",
+                 label="best shallow layer")  # fmt: skip
     axes[2].set(
         title="R^2 of ridge map shallow layer -> deep layer", xlabel="deep layer", ylabel="shallow layer"
     )
@@ -184,8 +213,20 @@ def format_summary(s: dict[str, Any]) -> str:
     ]
     lines.append("best linear map shallow -> deep (paper: equal relative depth)")
     lines.append(format_table(["", "best deep layer", "equal relative depth", "R^2"], rows))
+    rows = [
+        [
+            f"deep layer {j}",
+            a["argmax_shallow"][j],
+            s["expected_argmax_shallow"][j],
+            fmt(max(r[j] for r in a["r2"]), 3),
+        ]  # fmt: skip
+        for j in range(len(a["argmax_shallow"]))
+    ]
+    lines.append("the same maps read per deep layer: which shallow layer predicts it best")
+    lines.append(format_table(["", "best shallow layer", "equal relative depth", "R^2"], rows))
     lines.append(
-        f"mean |best - equal-depth| = {s['argmax_mean_abs_offset']:.2f} layers; paper (Llama/Qwen): second-half "
+        f"mean |best - equal-depth| = {s['argmax_mean_abs_offset']:.2f} deep layers per shallow layer, "
+        f"{s['argmax_shallow_mean_abs_offset']:.2f} shallow layers per deep layer; paper (Llama/Qwen): second-half "
         "layers contribute much less and their skip effects are small"
     )
     return "\n".join(lines)
@@ -201,6 +242,7 @@ def headline(summary: dict[str, Any]) -> dict[str, float]:
     kl_second = sum(deep["kl"][half:]) / (deep["layers"] - half)
     return {
         "alignment mean |argmax - equal depth|": summary["argmax_mean_abs_offset"],
+        "alignment per deep layer mean |argmax - equal depth|": summary["argmax_shallow_mean_abs_offset"],
         "deep contribution 2nd/1st half": second / first,
         "deep skip KL 2nd/1st half": kl_second / kl_first if kl_first else float("nan"),
     }
