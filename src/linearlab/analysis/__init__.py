@@ -90,6 +90,8 @@ _LAZY = {
     "output_signature": "output_signatures",
     "LOSNet": "output_signatures",
     "select_response_method": "response_selection",
+    "self_aligned_nll": "response_selection",
+    "own_responses": "response_selection",
     "lim_scores": "layer_importance",
     "zd_scores": "layer_importance",
 }
