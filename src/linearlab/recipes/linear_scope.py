@@ -29,51 +29,11 @@ from linearlab.lab.tables import fmt, format_table
 from linearlab.papers import ANALYSIS, declare_paper
 from linearlab.recipes import Recipe
 from linearlab.runs import RunDir
+from linearlab.tasks.digits import digits_split
+from linearlab.tasks.tensor_batches import ShuffledBatches
 from linearlab.train import TrainConfig, train
 
 NAME = "linear-scope"
-
-
-def digits_split(seed: int = 0, test_fraction: float = 0.2) -> tuple[torch.Tensor, ...]:
-    """``sklearn.datasets.load_digits`` (bundled, 1797 8x8 images) scaled to [0, 1] and split.
-
-    Returns ``(x_train [N, 64], y_train [N], x_test [M, 64], y_test [M])``, float32 / int64; the
-    split is a seeded permutation.
-    """
-    from sklearn.datasets import load_digits
-
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction: expected a value in (0, 1), got {test_fraction}")
-    data = load_digits()
-    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(data.target, dtype=torch.int64)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    n_test = int(round(test_fraction * len(y)))
-    test, tr = perm[:n_test], perm[n_test:]
-    return x[tr], y[tr], x[test], y[test]
-
-
-class EpochBatches:
-    """``step -> (x, y)``: minibatches of a fixed dataset, reshuffled every epoch by ``seed``.
-
-    A pure function of the step (the permutation of epoch ``e`` is drawn from ``seed`` and ``e``),
-    so a resumed training sees the batches an uninterrupted one would have.
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> None:
-        if batch_size < 1 or batch_size > len(x):
-            raise ValueError(f"batch_size: expected 1..{len(x)}, got {batch_size}")
-        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
-        self.per_epoch = len(x) // batch_size
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, pos = divmod(step, self.per_epoch)
-        if epoch not in self._perms:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perms = {epoch: torch.randperm(len(self.x), generator=gen)}
-        idx = self._perms[epoch][pos * self.batch_size : (pos + 1) * self.batch_size]
-        return self.x[idx], self.y[idx]
 
 
 @dataclass
@@ -130,7 +90,7 @@ def _ce(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[tor
 
 def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
     torch.set_num_threads(1)  # a tiny CNN: extra threads only spin on a shared machine
-    xtr, ytr, xte, yte = digits_split(cfg.seed, cfg.test_fraction)
+    xtr, ytr, xte, yte = digits_split(cfg.test_fraction, cfg.seed)
     model = digits_cnn(cfg.channels, cfg.seed)
     tcfg = TrainConfig(
         steps=cfg.steps,
@@ -144,7 +104,7 @@ def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
         progress=sys.stderr.isatty(),
     )
     folder = RunDir.create(NAME, run_dir.path / "train")
-    train(model, EpochBatches(xtr, ytr, cfg.batch_size, cfg.seed), _ce, tcfg, run_dir=folder, resume=True,
+    train(model, ShuffledBatches(xtr, ytr, cfg.batch_size, cfg.seed), _ce, tcfg, run_dir=folder, resume=True,
           desc="digits cnn")  # fmt: skip
     model.eval()
     x0 = xte.reshape(-1, 1, 8, 8)

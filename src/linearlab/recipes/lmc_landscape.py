@@ -34,8 +34,9 @@ from linearlab.io import atomic_save_safetensors, atomic_write_json
 from linearlab.lab.tables import fmt, format_table
 from linearlab.papers import ANALYSIS, declare_paper
 from linearlab.recipes import Recipe
-from linearlab.recipes.linear_scope import EpochBatches, digits_split
 from linearlab.runs import RunDir
+from linearlab.tasks.digits import digits_split
+from linearlab.tasks.tensor_batches import ShuffledBatches
 from linearlab.train import TrainConfig, train
 
 NAME = "lmc-landscape"
@@ -125,7 +126,7 @@ def _parent_snapshots(cfg: Config, run_dir: RunDir, data: tuple) -> dict[int, di
 
         last = max(cfg.spawn_steps)
         if last > 0:
-            train(parent, EpochBatches(xtr, ytr, cfg.batch_size, cfg.seed), _ce, _sgd(last, cfg, decay=False), run_dir=folder,
+            train(parent, ShuffledBatches(xtr, ytr, cfg.batch_size, cfg.seed), _ce, _sgd(last, cfg, decay=False), run_dir=folder,
                   resume=True, on_step=snapshot, desc="parent")  # fmt: skip
     return {k: load_file(str(p)) for k, p in paths.items()}
 
@@ -138,7 +139,7 @@ def _one_spawn(cfg: Config, k: int, state: dict, run_dir: RunDir, data: tuple) -
         return json.loads(done.read_text())
     parent = mlp([64, *cfg.hidden, 10], cfg.seed)
     parent.load_state_dict(state)
-    orders = [EpochBatches(xtr, ytr, cfg.batch_size, cfg.seed + 1000 * (i + 1) + k) for i in range(2)]
+    orders = [ShuffledBatches(xtr, ytr, cfg.batch_size, cfg.seed + 1000 * (i + 1) + k) for i in range(2)]
     dirs = [RunDir.create(NAME, folder.path / f"child{i}") for i in range(2)]
     a, b = spawn_children(
         parent, orders, _ce, _sgd(cfg.child_steps, cfg, decay=True), run_dirs=dirs, desc=f"child k={k}"
@@ -166,7 +167,7 @@ def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
     torch.set_num_threads(1)  # a small MLP: extra threads only spin on a shared machine
-    data = digits_split(cfg.seed, cfg.test_fraction)
+    data = digits_split(cfg.test_fraction, cfg.seed)
     snaps = _parent_snapshots(cfg, run_dir, data)
     rows = [_one_spawn(cfg, k, snaps[k], run_dir, data) for k in sorted(cfg.spawn_steps)]
     whole_m = [r["midpoint_barrier"] for r in rows]

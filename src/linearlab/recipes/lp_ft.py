@@ -41,8 +41,8 @@ from linearlab.io import atomic_write_json
 from linearlab.lab.tables import fmt, format_table
 from linearlab.papers import ANALYSIS, declare_paper
 from linearlab.recipes import Recipe
-from linearlab.recipes.linear_scope import EpochBatches
 from linearlab.runs import RunDir
+from linearlab.tasks.tensor_batches import ShuffledBatches
 from linearlab.train import TrainConfig
 
 NAME = "lp-ft"
@@ -151,10 +151,10 @@ def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
     backbone = _backbone(cfg)
     pre = ProbedModel(backbone, nn.Linear(cfg.widths[-1], cfg.source_classes))
     _stage(run_dir, "pretrain", lambda f: finetune(
-        pre, EpochBatches(d["xs"], d["ys"], cfg.batch_size, cfg.seed), _tcfg(cfg, cfg.pretrain_steps, cfg.pretrain_lr), f))  # fmt: skip
+        pre, ShuffledBatches(d["xs"], d["ys"], cfg.batch_size, cfg.seed), _tcfg(cfg, cfg.pretrain_steps, cfg.pretrain_lr), f))  # fmt: skip
     pretrained = copy.deepcopy(backbone).eval()
     src_acc = float((pre(d["xs"]).argmax(1) == d["ys"]).float().mean())
-    batches = EpochBatches(d["xtr"], d["ytr"], cfg.batch_size, cfg.seed + 1)
+    batches = ShuffledBatches(d["xtr"], d["ytr"], cfg.batch_size, cfg.seed + 1)
     torch.manual_seed(cfg.seed + 2)
     head0 = nn.Linear(cfg.widths[-1], cfg.target_classes)
     models = {

@@ -34,6 +34,8 @@ from linearlab.layers.vision.inverted_residual import InvertedResidual
 from linearlab.papers import OTHER, declare_paper
 from linearlab.recipes import Recipe
 from linearlab.runs import RunDir
+from linearlab.tasks.digits import digits_split
+from linearlab.tasks.tensor_batches import ShuffledBatches
 from linearlab.train import TrainConfig, train
 
 NAME = "mobilenetv2"
@@ -151,39 +153,6 @@ class DigitsMobileNet(nn.Module):
         return self.fc(self.head(self.blocks(self.stem(x))).mean((2, 3)))
 
 
-def digits_split(
-    test_fraction: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``load_digits`` as ``[N, 1, 8, 8]`` floats in [0, 1], stratified train/test split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
-    y = torch.tensor(d.target, dtype=torch.long)
-    idx_tr, idx_te = train_test_split(
-        torch.arange(len(y)).numpy(), test_size=test_fraction, random_state=seed, stratify=y.numpy()
-    )
-    return x[idx_tr], y[idx_tr], x[idx_te], y[idx_te]
-
-
-class EpochBatches:
-    """``step -> (x, y)``: batches of a fresh permutation per epoch, a pure function of the step."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> None:
-        self.x, self.y, self.bs, self.seed = x, y, batch_size, seed
-        self.per_epoch = math.ceil(len(y) / batch_size)
-        self._perm: tuple[int, torch.Tensor] | None = None
-
-    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, i = divmod(step, self.per_epoch)
-        if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._perm = (epoch, torch.randperm(len(self.y), generator=g))
-        idx = self._perm[1][i * self.bs : (i + 1) * self.bs]
-        return self.x[idx], self.y[idx]
-
-
 def _train_one(cfg: Config, data, width: int, act: str, seed: int, folder: RunDir) -> dict[str, Any]:
     done = folder.file("result.json")
     if done.exists():
@@ -191,7 +160,7 @@ def _train_one(cfg: Config, data, width: int, act: str, seed: int, folder: RunDi
     xtr, ytr, xte, yte = data
     torch.manual_seed(seed)
     model = DigitsMobileNet(width, None if act == "linear" else "relu6", cfg.expand, cfg.stem)
-    batches = EpochBatches(xtr, ytr, cfg.batch_size, seed)
+    batches = ShuffledBatches(xtr, ytr, cfg.batch_size, seed)
 
     def loss_fn(m: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
         return nn.functional.cross_entropy(m(batch[0]), batch[1]), {}
@@ -226,7 +195,7 @@ def _train_one(cfg: Config, data, width: int, act: str, seed: int, folder: RunDi
 
 
 def ablation(cfg: Config, run_dir: RunDir) -> list[dict[str, Any]]:
-    data = digits_split(cfg.test_fraction, cfg.seed)
+    data = digits_split(cfg.test_fraction, cfg.seed, images=True)
     jobs = []
     for width in cfg.widths:
         for act in ACTS:
