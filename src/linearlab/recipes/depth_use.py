@@ -7,9 +7,14 @@ library. On held-out text:
 1. per layer: relative contribution ``|a_l + m_l| / |h_l|`` and ``cos(a_l + m_l, h_l)``;
 2. skipping each layer: the largest relative change it causes in a later layer's contribution, and
    the output KL;
-3. the ``shallow x deep`` matrix of held-out R^2 of ridge maps between their residual streams, and
-   the best deep layer for each shallow layer (the paper: equal relative depth, ``j ~ i * L_deep /
-   L_shallow``).
+3. the ``shallow x deep`` matrix of held-out R^2 of ridge maps between their residual streams, read
+   both ways: the best deep layer for each shallow layer, and the best shallow layer for each deep
+   layer (the paper: equal relative depth, ``j ~ i * L_deep / L_shallow``). The second reading
+   compares sources on one target, so it is not pulled towards whichever deep layer is easiest to
+   predict; the first one is (every shallow layer predicts the first deep layers best).
+
+The two LMs train side by side in worker processes (one core each) and are cached like the shared
+test bed, so a second run only measures.
 
     linearlab run depth-use [--smoke]
 """
