@@ -68,3 +68,23 @@ def test_resume_appends_to_the_record_instead_of_overwriting_it(tmp_path):
     _start(run.path, {"steps": 3}, resume=True)
     stored = json.loads(run.file("config.json").read_text())
     assert stored["created"] == created and len(stored["resumed"]) == 1
+
+
+def test_cached_json_computes_once_and_reads_back_after_an_interruption(tmp_path):
+    run_dir = RunDir(tmp_path)
+    calls = []
+
+    def part() -> dict:
+        calls.append(1)
+        return {"r2": [0.5, 0.25]}
+
+    assert run_dir.cached_json("alignment", part) == {"r2": [0.5, 0.25]}
+    # a second run of the same directory (e.g. --resume after a crash) reads the part back
+    assert RunDir(tmp_path).cached_json("alignment", part) == {"r2": [0.5, 0.25]} and len(calls) == 1
+
+    def broken() -> dict:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_dir.cached_json("other", broken)
+    assert not (tmp_path / "other.json").exists()  # nothing half-written is taken for a result

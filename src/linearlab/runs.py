@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,16 @@ class RunDir:
 
     def write_text(self, name: str, text: str) -> Path:
         return atomic_write_text(self.path / name, text)
+
+    def cached_json(self, name: str, compute: Callable[[], Any]) -> Any:
+        """The JSON value stored in ``<name>.json`` by an earlier (interrupted) run of this directory,
+        or ``compute()`` written there atomically: a finished part of a recipe is never redone."""
+        path = self.path / f"{name}.json"
+        if path.exists():
+            return json.loads(path.read_text(encoding="utf-8"))
+        value = compute()
+        atomic_write_json(path, value)
+        return value
 
     def log_metrics(self, record: dict[str, Any], name: str = "metrics.jsonl") -> None:
         append_jsonl(self.path / name, record)

@@ -21,7 +21,6 @@ test bed, so a second run only measures.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,6 @@ from linearlab.analysis.depth_usage import (
     residual_streams,
     skip_effects,
 )
-from linearlab.io import atomic_write_json
 from linearlab.lab.parallel import default_workers, run_jobs, step_done
 from linearlab.lab.tables import fmt, format_table
 from linearlab.lab.testbed import TestbedConfig, pretrained_lm, val_windows
@@ -109,23 +107,14 @@ def _model_part(cfg: Config, layers: int) -> dict[str, Any]:
     }
 
 
-def _job(run_dir: RunDir, name: str, fn) -> Any:
-    path = run_dir.file(f"{name}.json")
-    if path.exists():
-        return json.loads(path.read_text())
-    result = fn()
-    atomic_write_json(path, result)
-    return result
-
-
 def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     # both LMs train side by side, one core each (cached ones load instantly)
     layers = [cfg.shallow_layers, cfg.deep_layers]
     run_jobs(_train_bed, [(cfg, n) for n in layers], workers=default_workers(), desc="depth-use LMs",
              costs=[float(n) for n in layers], steps=[cfg.steps] * 2)  # fmt: skip
-    shallow = _job(run_dir, "shallow", lambda: _model_part(cfg, cfg.shallow_layers))
-    deep = _job(run_dir, "deep", lambda: _model_part(cfg, cfg.deep_layers))
+    shallow = run_dir.cached_json("shallow", lambda: _model_part(cfg, cfg.shallow_layers))
+    deep = run_dir.cached_json("deep", lambda: _model_part(cfg, cfg.deep_layers))
 
     def align() -> dict:
         a, b = _bed(cfg, cfg.shallow_layers), _bed(cfg, cfg.deep_layers)
@@ -139,7 +128,7 @@ def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
             "argmax_shallow": [int(i) for i in r2.argmax(0)],  # best shallow layer for each deep layer
         }
 
-    alignment = _job(run_dir, "alignment", align)
+    alignment = run_dir.cached_json("alignment", align)
     ratio = cfg.deep_layers / cfg.shallow_layers
     # layer i (0-based) ends at relative depth (i + 1) / L: the deep layer ending there
     expected = [round((i + 1) * ratio) - 1 for i in range(cfg.shallow_layers)]

@@ -33,7 +33,6 @@ from linearlab.analysis.observable_propagation import (
     observable_feature_vectors,
     strip_norms_,
 )
-from linearlab.io import atomic_write_json
 from linearlab.lab.tables import fmt, format_table
 from linearlab.models.config import ModelConfig
 from linearlab.models.lm import MixerLM
@@ -146,18 +145,6 @@ def _slope(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b / (a @ a))
 
 
-def _job(run_dir: RunDir, name: str, fn) -> Any:
-    """A part's result, read back from ``<name>.json`` if an earlier (interrupted) run wrote it."""
-    path = run_dir.file(f"{name}.json")
-    if path.exists():
-        import json
-
-        return json.loads(path.read_text())
-    result = fn()
-    atomic_write_json(path, result)
-    return result
-
-
 def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     # tiny matrices: extra intra-op threads only spin-wait on a shared machine
@@ -172,7 +159,7 @@ def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
         no_ln = _head_cosines(strip_norms_(copy.deepcopy(model)), ids, n1)
         return {"with_ln": with_ln, "no_ln": no_ln}
 
-    exact = _job(run_dir, "exactness", exactness)
+    exact = run_dir.cached_json("exactness", exactness)
 
     def widths() -> list[dict]:
         rows = []
@@ -187,7 +174,7 @@ def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
             )
         return rows
 
-    width_rows = _job(run_dir, "widths", widths)
+    width_rows = run_dir.cached_json("widths", widths)
 
     def coupling() -> list[dict]:
         obs = {
@@ -215,7 +202,7 @@ def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
                 )
         return rows
 
-    coup = _job(run_dir, "coupling", coupling)
+    coup = run_dir.cached_json("coupling", coupling)
     cs = torch.tensor([r["C"] for r in coup])
     summary = {
         "induction_accuracy": acc,

@@ -335,19 +335,10 @@ def train_segmentation(cfg: Config, mode: str, folder: RunDir) -> dict[str, Any]
 # ------------------------------------------------------------------------------------------- output
 
 
-def _cached(run_dir: RunDir, name: str, fn) -> Any:
-    path = run_dir.file(name)
-    if path.exists():
-        return json.loads(path.read_text())
-    value = fn()
-    atomic_write_json(path, value)
-    return value
-
-
 def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
     torch.set_num_threads(1)  # small volumes: extra threads mostly spin on a shared machine
-    exact = _cached(run_dir, "exactness.json", lambda: exactness(cfg))
-    mem = _cached(run_dir, "memory.json", lambda: memory(cfg))
+    exact = run_dir.cached_json("exactness", lambda: exactness(cfg))
+    mem = run_dir.cached_json("memory", lambda: memory(cfg))
     seg = [
         train_segmentation(cfg, mode, RunDir.create(NAME, run_dir.path / f"train_{mode}")) for mode in MODES
     ]

@@ -15,7 +15,6 @@ The paper reports, on LLM residual streams, vector R^2 about 0.5 and error-norm 
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,6 @@ import torch
 from linearlab.analysis.hooks import run_with_cache
 from linearlab.analysis.sae import train_sae
 from linearlab.analysis.sae_dark_matter import error_norm_correlation, sae_dark_matter
-from linearlab.io import atomic_write_json
 from linearlab.lab.tables import fmt, format_table
 from linearlab.lab.testbed import TestbedConfig, pretrained_lm, val_windows
 from linearlab.recipes import Recipe
@@ -94,15 +92,6 @@ def _smoke() -> Config:
     )
 
 
-def _job(run_dir: RunDir, name: str, fn) -> Any:
-    path = run_dir.file(f"{name}.json")
-    if path.exists():
-        return json.loads(path.read_text())
-    result = fn()
-    atomic_write_json(path, result)
-    return result
-
-
 def _study(cfg: Config, acts: torch.Tensor, widths: list[int], k: int, run_dir: RunDir, part: str) -> dict:
     rows, errors = [], []
     for w in widths:
@@ -168,8 +157,8 @@ def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
     data = sparse_feature_activations(
         cfg.n_samples, cfg.d, cfg.n_features, cfg.p, cfg.dense_rank, cfg.dense_scale, seed=cfg.seed
     )
-    synthetic = _job(
-        run_dir, "synthetic", lambda: _study(cfg, data.x, cfg.widths, cfg.k, run_dir, "synthetic")
+    synthetic = run_dir.cached_json(
+        "synthetic", lambda: _study(cfg, data.x, cfg.widths, cfg.k, run_dir, "synthetic")
     )
 
     def lm() -> dict:
@@ -180,7 +169,7 @@ def run(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
             **_study(cfg, acts, cfg.lm_widths, cfg.lm_k, run_dir, "lm"),
         }
 
-    real = _job(run_dir, "lm", lm)
+    real = run_dir.cached_json("lm", lm)
     summary = {"synthetic": synthetic, "lm": real, "lm_hook": cfg.lm_hook}
     _plot(run_dir, summary)
     print(format_summary(summary))
