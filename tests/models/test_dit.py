@@ -10,6 +10,7 @@ from linearlab.models.dit import (
     make_scheduler,
     posterior_terms,
     sample,
+    timestep_embedding,
     vlb_term,
 )
 
@@ -60,9 +61,63 @@ def test_runs_at_higher_resolution_and_rejects_sizes_not_divisible_by_the_patch(
         m(torch.randn(1, 3, 8, 8), torch.tensor([5]), torch.tensor([1]))
 
 
-def test_posterior_terms_match_diffusers():
-    s = make_scheduler(learn_sigma=False)
-    t = torch.tensor([1, 10, 500, 999])
+def test_class_embedding_is_not_drowned_by_the_timestep_embedding_at_init():
+    # Regression (issue 18): with DiT's std-0.02 class embedding next to a default-initialised
+    # timestep MLP, c = emb(t) + emb(y) carried ~10x more timestep than class, and a tiny DiT trained
+    # for 2400 steps on digits still sampled at chance for the conditioned class.
+    torch.manual_seed(0)
+    m = DiT(DiTConfig(hidden=48, depth=1, num_heads=4))
+    t = torch.arange(0, 1000, 50)
+    y = torch.arange(10).repeat(2)
+    t_norm = m.t_mlp(timestep_embedding(t, 256)).norm(dim=1)
+    y_norm = m.y_emb(y).norm(dim=1)
+    assert y_norm.mean() > t_norm.mean()
+    # the classes lie further apart in c than c travels over the whole timestep range
+    t_emb = m.t_mlp(timestep_embedding(t, 256))
+    assert torch.cdist(m.y_emb.weight, m.y_emb.weight).max() > torch.cdist(t_emb, t_emb).max()
+
+
+class _ExactDenoiser(torch.nn.Module):
+    """The optimal noise prediction for a finite dataset per class (a DiT stand-in with ``cfg``)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, scheduler) -> None:
+        super().__init__()
+        self.x, self.y, self.abar = x, y, scheduler.alphas_cumprod
+        self.cfg = DiTConfig(image_size=x.shape[-1], patch_size=2, hidden=16, num_heads=2)
+
+    def forward(self, xt, t, y):
+        a = self.abar[t][:, None]
+        data = self.x.flatten(1)[None]  # [1, M, P]
+        d2 = ((xt.flatten(1)[:, None] - a[..., None].sqrt() * data) ** 2).sum(-1)  # [B, M]
+        logits = -d2 / (2 * (1 - a)) + torch.where(y[:, None] == self.y[None], 0.0, -torch.inf)
+        x0 = (logits.softmax(-1) @ self.x.flatten(1)).view_as(xt)
+        eps = (xt - a.sqrt().view(-1, 1, 1, 1) * x0) / (1 - a).sqrt().view(-1, 1, 1, 1)
+        return torch.cat([eps, torch.zeros_like(eps)], 1)  # v = 0: the middle of the learned range
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2"])
+def test_sampling_with_the_exact_denoiser_returns_the_conditioned_class(sampler, beta_schedule):
+    # checks everything between a perfect model and the samples: diffusers' step with learned
+    # variance channels, the strided schedule, timesteps and class labels passed through
+    s = make_scheduler(True, beta_schedule=beta_schedule)
+    x = -torch.ones(4, 1, 4, 4)
+    x[0, 0, :, :2] = x[1, 0, :2, :2] = 1.0  # class 0: left half / top-left quarter
+    x[2, 0, :, 2:] = x[3, 0, 2:, 2:] = 1.0  # class 1: right half / bottom-right quarter
+    y = torch.tensor([0, 0, 1, 1])
+    labels = torch.tensor([0, 1] * 8)
+    out = sample(_ExactDenoiser(x, y, s), s, labels, steps=20, sampler=sampler,
+                 generator=torch.Generator().manual_seed(0))  # fmt: skip
+    nearest = torch.cdist(out.flatten(1), x.flatten(1)).argmin(1)
+    assert torch.equal(y[nearest], labels)
+    assert torch.cdist(out.flatten(1), x.flatten(1)).min(1).values.max() < 0.5
+
+
+@pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2"])
+def test_posterior_terms_match_diffusers(beta_schedule):
+    s = make_scheduler(learn_sigma=False, beta_schedule=beta_schedule)
+    # the cosine schedule ends at abar ~ 1e-9: x0 is not recoverable from x_t in float32 there
+    t = torch.tensor([1, 10, 500, 999 if beta_schedule == "linear" else 900])
     pt = posterior_terms(s, t)
     ref = torch.stack([s._get_variance(int(i)) for i in t]).float()
     # diffusers works in float32 (1 - abar cancels at small t), we in float64
@@ -73,7 +128,7 @@ def test_posterior_terms_match_diffusers():
     xt = s.add_noise(x0, noise, t)
     mean = pt["coef_x0"] * x0 + pt["coef_xt"] * xt
     for i in range(4):
-        s_no_clip = make_scheduler(learn_sigma=False)
+        s_no_clip = make_scheduler(learn_sigma=False, beta_schedule=beta_schedule)
         s_no_clip.register_to_config(clip_sample=False)
         step = s_no_clip.step(
             noise[i : i + 1], int(t[i]), xt[i : i + 1], generator=torch.Generator().manual_seed(0)
@@ -131,3 +186,5 @@ def test_diffusion_loss_trains_a_little_and_sampling_is_reproducible():
     assert sample(m, s, torch.arange(2), size=16, steps=2).shape == (2, 1, 16, 16)
     with pytest.raises(ValueError, match="sampler: expected 'ddpm' or 'ddim'"):
         sample(m, s, torch.arange(2), sampler="euler")
+    with pytest.raises(ValueError, match="beta_schedule: expected one of"):
+        make_scheduler(True, beta_schedule="cosine")
