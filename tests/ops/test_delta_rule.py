@@ -120,13 +120,18 @@ def test_parity_chain_outputs_states_and_every_gradient(family, dtype, raw_keys)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_parity_across_segments_of_chunks(family):
-    """Wide heads make the chunk form work on several segments of chunks; the seams must be exact."""
-    from linearlab.ops.gated_delta_rule.chunk import SEGMENT_ELEMENTS
+@pytest.mark.parametrize("segment_elements", [None, 2**16], ids=["default", "small"])
+def test_parity_across_segments_of_chunks(family, segment_elements, monkeypatch):
+    """Wide heads make the chunk form work on several segments of chunks; the seams must be exact
+    (also with smaller segments, which put a seam between every two chunks here)."""
+    from linearlab.ops.gated_delta_rule import chunk as chunk_mod
 
-    x = make_inputs(family, B=1, T=300, H=4, K=64, V=64)
+    if segment_elements is not None:
+        monkeypatch.setattr(chunk_mod, "SEGMENT_ELEMENTS", segment_elements)
+    T = 1100 if segment_elements is None else 300
+    x = make_inputs(family, B=1, T=T, H=4, K=64, V=64)
     # chunks of 64 tokens, B * H = 4 rows of width max(K, V, C) = 64: more than one segment
-    assert math.ceil(300 / 64) > chunks_per_segment(64, SEGMENT_ELEMENTS, 4 * 64)
+    assert math.ceil(T / 64) > chunks_per_segment(64, chunk_mod.SEGMENT_ELEMENTS, 4 * 64)
     assert_parity(op(family, "chunk"), op(family, "naive"), x, tol=1e-10)
 
 
@@ -749,3 +754,161 @@ def test_option_errors_of_one_form():
     # without use_gate_in_kernel, fla ignores A_log and dt_bias, and so does this
     o, _ = fused_recurrent_gated_delta_rule(**x, A_log=torch.zeros(7))
     assert torch.equal(o, fused_recurrent_gated_delta_rule(**x)[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Internals of the chunk form's fast paths: the single-chunk path (T <= chunk_size, no initial
+# state), gradients that reach only one output (no materialised zeros), the cached masks, the
+# blocked unit-lower inverse and the float-only flushes. Each is proven against the naive loop
+# or a plain torch reference.
+
+from linearlab.ops.gated_delta_rule import chunk as chunk_module  # noqa: E402
+
+
+def _losses(x, fn, which, seed=3):
+    """Output, final state and every gradient of ``fn`` with a loss on ``which`` of ``o, ht``."""
+    leaves = {n: (t.detach().clone().requires_grad_() if t is not None else None) for n, t in x.items()}
+    o, ht = fn(leaves)
+    gen = torch.Generator().manual_seed(seed)
+    r_o = torch.randn(o.shape, generator=gen, dtype=torch.float64)
+    r_h = torch.randn(ht.shape, generator=gen, dtype=torch.float64)
+    loss = 0.0
+    if "o" in which:
+        loss = loss + (o.double() * r_o).sum()
+    if "ht" in which:
+        loss = loss + (ht.double() * r_h).sum()
+    loss.backward()
+    grads = {f"d{n}": t.grad for n, t in leaves.items() if t is not None}
+    return {"o": o.detach(), "ht": ht.detach(), **grads}
+
+
+@pytest.fixture
+def single_calls(monkeypatch):
+    """Counts the calls of the single-chunk forward (proves which path ran)."""
+    calls = []
+    real = chunk_module._forward_single
+
+    def spy(*args):
+        calls.append(args[1].shape)
+        return real(*args)
+
+    monkeypatch.setattr(chunk_module, "_forward_single", spy)
+    return calls
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("T", [1, 37, 64])
+@pytest.mark.parametrize("which", ["o+ht", "o", "ht"])
+def test_single_chunk_path_matches_naive(family, dtype, T, which, single_calls):
+    """T <= chunk_size without an initial state runs the single-chunk path (no W, no scan); its
+    outputs and every gradient match the naive loop, also when only one output reaches the loss
+    (the other's gradient then arrives as None and its work is skipped)."""
+    x = make_inputs(family, B=2, T=T, H=2, K=8, V=5, dtype=dtype)
+    x.pop("h0")
+    ref = _losses(x, lambda y: call(family, "naive", y, output_final_state=True, initial_state=None), which)
+    got = _losses(x, lambda y: call(family, "chunk", y, output_final_state=True, chunk_size=64), which)
+    assert len(single_calls) == 1
+    for name, r in ref.items():
+        a = got[name]
+        if r is None:  # the queries do not reach the final state: zeros (or None) are right
+            assert a is None or not a.any(), name
+            continue
+        assert a.dtype == r.dtype and a.shape == r.shape, name
+        if name == "dg" and T == 1:  # one token: its gate only multiplies the zero initial state
+            assert r.abs().max() == 0 and a.abs().max() == 0
+            continue
+        assert r.abs().sum() > 0, f"{name}: vacuous comparison"
+        assert_rel_close(a, r, tol_for(dtype), f"{which}: {name}")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("which", ["o+ht", "o", "ht"])
+def test_single_chunk_path_in_groups_of_rows_matches_naive(family, which, single_calls, monkeypatch):
+    """The single-chunk path runs the B*H rows in groups (``SINGLE_GROUP``); uneven groups (7 rows
+    in groups of 3) give the naive loop's outputs and gradients."""
+    monkeypatch.setattr(chunk_module, "SINGLE_GROUP", 3)
+    x = make_inputs(family, B=7, T=37, H=1, K=8, V=5)
+    x.pop("h0")
+    ref = _losses(x, lambda y: call(family, "naive", y, output_final_state=True, initial_state=None), which)
+    got = _losses(x, lambda y: call(family, "chunk", y, output_final_state=True, chunk_size=64), which)
+    assert len(single_calls) == 3
+    for name, r in ref.items():
+        if r is None:  # the queries do not reach the final state: zeros (or None) are right
+            assert got[name] is None or not got[name].any(), name
+            continue
+        assert r.abs().sum() > 0, f"{name}: vacuous comparison"
+        assert_rel_close(got[name], r, 1e-10, f"{which}: {name}")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("with_h0", [True, False])
+@pytest.mark.parametrize("which", ["o", "ht"])
+def test_multi_chunk_gradient_of_one_output_matches_naive(family, with_h0, which, single_calls):
+    """Several chunks (or one chunk with an initial state) run the general path; a loss on only the
+    output or only the final state gives the naive loop's gradients."""
+    T = 40 if with_h0 else 50
+    x = make_inputs(family, B=2, T=T, H=2, K=8, V=5)
+    if not with_h0:
+        x.pop("h0")
+    chunk_size = 64 if with_h0 else 16  # with h0 even one chunk takes the general path
+    ref = _losses(x, lambda y: call(family, "naive", y, output_final_state=True), which)
+    got = _losses(
+        x, lambda y: call(family, "chunk", y, output_final_state=True, chunk_size=chunk_size), which
+    )
+    assert not single_calls
+    for name, r in ref.items():
+        if r is None:  # the queries do not reach the final state: zeros (or None) are right
+            assert got[name] is None or not got[name].any(), name
+            continue
+        assert r.abs().sum() > 0, f"{name}: vacuous comparison"
+        assert_rel_close(got[name], r, 1e-10, f"{which}: {name}")
+
+
+def test_cached_masks_are_per_size_dtype_and_device():
+    """The float masks are cached per (C, dtype, device): a float32 call never gets float64 masks
+    (nor CPU masks on another device), and the cache returns the same read-only tensors."""
+    m32 = chunk_module._masks(8, torch.float32, torch.device("cpu"))
+    m64 = chunk_module._masks(8, torch.float64, torch.device("cpu"))
+    meta = chunk_module._masks(8, torch.float32, torch.device("meta"))
+    assert all(t.dtype == torch.float32 for t in m32) and all(t.dtype == torch.float64 for t in m64)
+    assert all(t.device.type == "meta" for t in meta)
+    assert chunk_module._masks(8, torch.float32, torch.device("cpu"))[0] is m32[0]
+    causal, strict, neg_upper = m64
+    ones = torch.ones(8, 8, dtype=torch.float64)
+    assert torch.equal(causal, ones.tril()) and torch.equal(strict, ones.tril(-1))
+    assert torch.equal(neg_upper.isneginf(), ones.triu(1).bool()) and (neg_upper.tril() == 0).all()
+    assert chunk_module._masks(16, torch.float32, torch.device("cpu"))[0].shape == (16, 16)
+    # alternating dtypes through the op: each call matches the naive loop in its own dtype
+    for dtype in (torch.float64, torch.float32, torch.float64):
+        x = make_inputs("gated", T=20, dtype=dtype)
+        assert_parity(op("gated", "chunk", chunk_size=8), op("gated", "naive"), x)
+
+
+@pytest.mark.parametrize("C", [1, 5, 16, 17, 48, 64, 100])
+def test_unit_lower_inverse_by_blocks(C):
+    """``(I + L)^-1`` of a strictly lower ``L`` by block recursion: exact to float64 rounding, unit
+    lower triangular with exact zeros above the diagonal."""
+    L = (0.3 * torch.randn(3, 2, C, C, dtype=torch.float64)).tril_(-1)
+    X = chunk_module._unit_lower_inverse(L)
+    eye = torch.eye(C, dtype=torch.float64)
+    assert torch.allclose((eye + L) @ X, eye.expand_as(X), atol=1e-12)
+    assert torch.equal(X.triu(1), torch.zeros_like(X)) and torch.equal(
+        X.diagonal(0, -2, -1), torch.ones(3, 2, C, dtype=torch.float64)
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_float_only_flushes(dtype):
+    """``_exp_flushed_`` equals exp with exponents below the floor (and -inf) set to exactly 0;
+    ``_flush_tiny_`` zeroes entries below ``TINY_VALUE`` in magnitude and keeps the rest bitwise."""
+    from linearlab.ops.common import LOG_FLOOR_TWO_FACTORS, TINY_VALUE
+
+    floor = LOG_FLOOR_TWO_FACTORS[dtype]
+    x = torch.tensor([0.0, -1.0, floor + 1.0, floor - 1.0, 2 * floor, float("-inf")], dtype=dtype)
+    got = chunk_module._exp_flushed_(x.clone())
+    assert torch.equal(got[:3], x[:3].exp()) and torch.equal(got[3:], torch.zeros(3, dtype=dtype))
+    tiny = TINY_VALUE[dtype]
+    y = torch.tensor([1.0, -2.0, tiny * 10, -tiny * 10, tiny / 10, -tiny / 10, 0.0], dtype=dtype)
+    got = chunk_module._flush_tiny_(y.clone())
+    assert torch.equal(got[:4], y[:4]) and (got[4:] == 0).all()

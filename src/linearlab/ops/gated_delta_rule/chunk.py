@@ -11,15 +11,17 @@ pseudo-values, and runs a mirror-image scan."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from linearlab.ops.common import (
     LOG_FLOOR_TWO_FACTORS,
-    causal_mask,
+    TINY_VALUE,
     chunks_per_segment,
-    exp_flush_,
-    flush_tiny_,
     from_chunks,
     segments,
     to_chunks,
@@ -28,25 +30,26 @@ from linearlab.ops.gated_delta_rule._common import validate_and_run
 from linearlab.ops.utils import check_chunk_size, state_dtype
 
 #: Chunks are processed together in segments of about this many elements per ``[n, BH, C, D]``
-#: tensor: each batched op's operands stay in cache, so the cost per token does not grow with T,
-#: and the temporaries are bounded by a segment instead of the sequence.
-SEGMENT_ELEMENTS = 2**16
+#: tensor: the cost per token does not grow with T, and the temporaries are bounded by a segment
+#: instead of the sequence. 2**18 (64 tiles of 64 x 64 per batched op) measured 7-15% faster than
+#: 2**16 at T = 2048 (B=1, H=4, K=V=64, 1 thread, CPU time, repeated sweeps): a segment runs ~140
+#: small ops with a fixed cost each, and batched 64 x 64 matmuls keep their rate up to ~64 tiles.
+SEGMENT_ELEMENTS = 2**18
 
 
 def _to_chunks(x: torch.Tensor, C: int, dt: torch.dtype) -> torch.Tensor:
     """``[B, T, H, D] -> [NC, B*H, C, D]`` (time zero-padded to a multiple of C).
 
-    With B == 1 (and no padding or cast) this is a strided view of ``x``, which costs no memory;
-    segments are made contiguous one at a time (:func:`_dense`) before their batched matmuls.
+    With B == 1 (and no padding or cast) this is a strided view of ``x``; :func:`_dense` makes it
+    contiguous for the batched matmuls.
     """
     return to_chunks(x, C, dtype=dt).flatten(1, 2)
 
 
 def _dense(x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-    """A contiguous copy of one segment (optionally scaled): a strided operand would be copied
-    again by every batched matmul that reads it."""
-    x = x.contiguous()
-    return x if scale is None else x * scale
+    """A contiguous copy (optionally scaled): a strided operand would be copied again by every
+    batched matmul that reads it. Scaling writes the dense copy in the same pass."""
+    return x.contiguous() if scale is None else torch.mul(x, scale)
 
 
 def _from_chunks(x: torch.Tensor, B: int, H: int, T: int) -> torch.Tensor:
@@ -54,95 +57,210 @@ def _from_chunks(x: torch.Tensor, B: int, H: int, T: int) -> torch.Tensor:
     return from_chunks(x.unflatten(1, (B, H)), T)
 
 
-def _decays(
-    b: torch.Tensor | None, C: int, dt: torch.dtype, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Decay factors from chunk-local cumulative log gates ``b: [NC, BH, C]``.
+# ------------------------------------------------------------------------------ cached constants
 
-    Returns ``(D, head, tail, whole)``: ``D [NC, BH, C, C]`` with ``D_ij = exp(b_i - b_j)`` for
-    ``j <= i`` and 0 above the diagonal (just the causal mask when ``b`` is None); ``head = exp(b)``
-    (decay since the chunk start), ``tail = exp(b_last - b)`` (decay to the chunk end), both
-    ``[NC, BH, C, 1]``, and ``whole = exp(b_last)`` ``[NC, BH, 1, 1]``; these three are None
-    when ungated.
+#: ``(C, dtype, device) -> (causal, strict, neg_upper)``: float ``[C, C]`` masks (1 on/below resp.
+#: strictly below the diagonal, else 0) and the additive ``neg_upper`` (0 on/below, -inf above).
+#: Built once instead of on every call; read-only (no caller writes into them), so sharing is safe.
+_MASKS: dict[tuple[int, torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+#: ``(C, dtype, device) -> I_C``, the right-hand side of the small triangular inversions.
+_EYES: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+#: The single-chunk path runs the rows of ``B*H`` in groups of this many ``C x C`` tiles, so each
+#: batched op's operands stay closer to the core's cache. At T = 64 (B=64, H=2, K=V=32: 128 tiles)
+#: the op's forward+backward took 25 ms in groups of 32 vs 27-28 ms in one batch (CPU time, 1
+#: thread, best of 12, interleaved); groups of 16 or 8 paid more per-op overhead than they saved.
+SINGLE_GROUP = 32
+#: Up to this size the unit-lower inverse is one LAPACK solve; above it, block recursion (matmuls).
+_SOLVE_BASE = 32
+
+
+def _masks(
+    C: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(causal, strict, neg_upper)``, each ``[C, C]`` in ``dtype`` on ``device`` (cached, read-only).
+
+    Float masks applied by multiply/add, not bool masks: on CPU ``masked_fill_`` and comparisons
+    that produce bool tensors run 10-30x slower than a float multiply of the same size.
     """
-    causal = causal_mask(C, device)
-    if b is None:
-        return causal.to(dt), None, None, None
+    key = (C, dtype, device)
+    m = _MASKS.get(key)
+    if m is None:
+        causal = torch.ones(C, C, dtype=dtype, device=device).tril_()
+        strict = causal.tril(-1)
+        neg_upper = torch.full((C, C), float("-inf"), dtype=dtype, device=device).triu_(1)
+        m = _MASKS[key] = (causal, strict, neg_upper)
+    return m
 
-    # Decays below exp(LOG_FLOOR_TWO_FACTORS) are flushed to exactly 0: far below the dtype's
-    # resolution next to the current token's own term (factor 1), and left alone they (or
-    # products of two of them) become subnormal numbers, which made strong gates 2-5x slower.
-    def exp_flushed(x: torch.Tensor) -> torch.Tensor:
-        return exp_flush_(x, LOG_FLOOR_TWO_FACTORS)
 
-    # Mask BEFORE exp: the upper triangle holds positive differences that could overflow.
-    diff = b.unsqueeze(-1) - b.unsqueeze(-2)
-    D = exp_flushed(diff.masked_fill_(~causal, float("-inf")))
+def _eye(C: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``I_C`` in ``dtype`` on ``device`` (cached, read-only)."""
+    key = (C, dtype, device)
+    e = _EYES.get(key)
+    if e is None:
+        e = _EYES[key] = torch.eye(C, dtype=dtype, device=device)
+    return e
+
+
+# ------------------------------------------------------------------------------ flushing
+
+#: ``exp`` results at or below this are the clamped floor ``exp(LOG_FLOOR_TWO_FACTORS)`` (1% margin
+#: for the last-bit differences of vectorised ``exp``): :func:`_exp_flushed_` sets them to 0.
+_FLOOR_VALUE = {dt: 1.01 * math.exp(floor) for dt, floor in LOG_FLOOR_TWO_FACTORS.items()}
+
+
+def _exp_flushed_(x: torch.Tensor) -> torch.Tensor:
+    """``exp(x)`` in place, exponents below ``LOG_FLOOR_TWO_FACTORS`` (and -inf) giving exactly 0.
+
+    As :func:`linearlab.ops.common.exp_flush_` (CPU ``exp`` is several times slower on -inf inputs
+    and subnormal results, so it only sees clamped inputs), but with float ops only: clamp, exp,
+    then ``threshold_`` zeroes the clamped entries. The bool mask and ``masked_fill_`` it replaces
+    cost ~10x a float pass.
+    """
+    x.clamp_(min=LOG_FLOOR_TWO_FACTORS[x.dtype]).exp_()
+    return F.threshold_(x, _FLOOR_VALUE[x.dtype], 0.0)
+
+
+def _flush_tiny_(x: torch.Tensor) -> torch.Tensor:
+    """Zero the entries smaller in magnitude than ``TINY_VALUE`` in place, with float ops only
+    (``|x| > tiny`` as a 0/1 float factor; ~5x cheaper than ``masked_fill_`` with a bool mask)."""
+    return x.mul_(x.abs().gt_(TINY_VALUE[x.dtype]))
+
+
+# ------------------------------------------------------------------------------ decays
+
+
+def _gate_factors(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(head, tail, whole)`` from chunk-local cumulative log gates ``b: [n, BH, C]``.
+
+    ``head = exp(b)`` (decay since the chunk start) and ``tail = exp(b_last - b)`` (decay to the
+    chunk end), both ``[n, BH, C, 1]``; ``whole = exp(b_last)`` ``[n, BH, 1, 1]``. Decays below
+    ``exp(LOG_FLOOR_TWO_FACTORS)`` are flushed to 0 (see :func:`_exp_flushed_`).
+    """
     b_last = b[..., -1:]
     return (
-        D,
-        exp_flushed(b.clone()).unsqueeze(-1),  # b is saved for backward: not in place
-        exp_flushed(b_last - b).unsqueeze(-1),
-        exp_flushed(b_last.clone()).unsqueeze(-1),
+        _exp_flushed_(b.clone()).unsqueeze(-1),  # b is saved for backward: not in place
+        _exp_flushed_(b_last - b).unsqueeze(-1),
+        _exp_flushed_(b_last.clone()).unsqueeze(-1),
     )
 
 
-def _solve_unit_lower(lower: torch.Tensor, rhs: torch.Tensor, transpose: bool = False) -> torch.Tensor:
-    """``(I + lower)^-1 rhs`` (or ``(I + lower)^-T rhs``) for strictly lower ``lower: [..., C, C]``.
+def _decay_matrix(b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``D [n, BH, C, C]`` with ``D_ij = exp(b_i - b_j)`` for ``j <= i`` and 0 above, into ``out``.
 
-    ``unitriangular=True`` never reads the diagonal, so the strict lower part suffices. The
-    system is solved in its transposed, right-hand form (``X^T A^T = rhs^T``): LAPACK wants
-    column-major operands, which the transposed views of our row-major tensors already are, so
-    this skips two layout copies and returns a contiguous result (about 2x faster on CPU).
+    Decays below ``exp(LOG_FLOOR_TWO_FACTORS)`` are flushed to exactly 0: far below the dtype's
+    resolution next to the current token's own term (factor 1), and left alone they (or products
+    of two of them) become subnormal numbers, which made strong gates 2-5x slower. The upper
+    triangle gets -inf BEFORE exp (its positive differences could overflow), by adding a cached
+    mask; the clamp then maps it to the floor and the flush to 0: four float passes in all.
     """
-    a = lower if transpose else lower.mT
-    return torch.linalg.solve_triangular(a, rhs.mT, upper=not transpose, left=False, unitriangular=True).mT
+    neg_upper = _masks(b.shape[-1], b.dtype, b.device)[2]
+    torch.sub(b.unsqueeze(-1), b.unsqueeze(-2), out=out)
+    return _exp_flushed_(out.add_(neg_upper))
 
 
-def _forward_segment(qc, kc, vc, bc, b, S, states, wu, vn, o):
-    """Forward over one segment of chunks; writes ``states, wu, vn, o`` in place, returns the state.
+# ------------------------------------------------------------------------------ UT transform
+
+
+def _unit_lower_inverse(lower: torch.Tensor) -> torch.Tensor:
+    """``(I + lower)^-1`` for strictly lower ``lower: [..., C, C]`` (the result is unit lower).
+
+    Block recursion ``[[L11, 0], [L21, L22]]^-1 = [[X11, 0], [-X22 L21 X11, X22]]`` down to blocks
+    of ``_SOLVE_BASE``, inverted by one batched LAPACK solve each: the off-diagonal blocks are
+    batched matmuls, which run several times faster than ``solve_triangular`` (LAPACK's trsm on
+    64 x 64 tiles reaches a fraction of the matmul rate). The inverse is kept for the backward,
+    where the transposed solve becomes one matmul. Measured (CPU time, 1 thread, C = 64): for 128
+    tiles and K = V = 32 (T = 64), inverse ~3 ms + matmul 1.7 ms vs a 4.8 ms direct solve of
+    ``[W, U]`` (the single-chunk path needs only U, 0.9 ms), and 1.6 ms vs 4.2 ms in the backward;
+    for 64 tiles and K = V = 64, 3.1 vs 2.6 ms forward, 2.1 vs 2.5 ms backward. A Neumann-doubling
+    product (log2(C) squarings) was 4-5x slower than the solve. Base 32 vs 16 was within noise.
+    """
+    C = lower.shape[-1]
+    if C <= _SOLVE_BASE:
+        # X^T (I + L)^T = I: LAPACK wants column-major operands, which the transposed views of
+        # our row-major tensors already are, so no layout copies.
+        eye = _eye(C, lower.dtype, lower.device).expand(lower.shape)
+        return torch.linalg.solve_triangular(lower.mT, eye, upper=True, left=False, unitriangular=True).mT
+    h = C // 2
+    X = lower.new_empty(lower.shape)
+    X[..., :h, h:] = 0
+    X11, X22 = X[..., :h, :h], X[..., h:, h:]
+    X11.copy_(_unit_lower_inverse(lower[..., :h, :h]))
+    X22.copy_(_unit_lower_inverse(lower[..., h:, h:]))
+    X[..., h:, :h] = (X22 @ (lower[..., h:, :h] @ X11)).neg_()
+    return X
+
+
+def _bmm_add_(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """``out += alpha * a @ b`` in place for contiguous ``[..., m, n]`` tensors (one ``baddbmm_``
+    over the flattened batch dims: no temporary product and no separate add pass)."""
+    out.view(-1, *out.shape[-2:]).baddbmm_(
+        a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]), alpha=alpha
+    )
+    return out
+
+
+def _forward_segment(qc, kc, vc, bc, b, S, states, wu, vn, o, Dm, Ti, Pm, Em):
+    """Forward over one segment of chunks; writes ``states, wu, vn, o`` and the saved ``[C, C]``
+    factors (the decay matrix ``Dm`` when gated, the inverse ``Ti``, ``Pm = (Q K^T) * D`` and
+    ``Em = (K K^T) * D``; ungated ``Em = K K^T``, of which only the strict lower part is ever
+    read) in place, returns the state.
 
     Shapes: ``qc, kc: [n, BH, C, K]`` (qc already scaled), ``vc: [n, BH, C, V]``,
-    ``bc: [n, BH, C, 1]``, ``b: [n, BH, C]`` or None, ``S: [BH, K, V]``.
+    ``bc: [n, BH, C, 1]``, ``b: [n, BH, C]`` or None, ``S: [BH, K, V]``, the rest ``[n, BH, C, C]``.
     """
-    K = kc.shape[-1]
-    D, head, tail, whole = _decays(b, kc.shape[-2], kc.dtype, kc.device)
+    n, BH, C, K = kc.shape
+    causal, strict, _ = _masks(C, kc.dtype, kc.device)
+    gated = b is not None
+    if gated:
+        D = _decay_matrix(b, out=Dm)
+        head, tail, whole = _gate_factors(b)
+    else:
+        D, head, tail, whole = causal, None, None, None
     # UT transform: A = I + tril(diag(beta) (K K^T * D), -1) and
     # [W, U] = A^-1 [diag(beta * head) K, diag(beta) V].
-    lower = (kc @ kc.mT).mul_(D).mul_(bc).tril_(-1)
+    torch.matmul(kc, kc.mT, out=Em)
+    if gated:  # ungated, D is the causal mask, which the strict mask below contains
+        Em.mul_(D)
+    Ti.copy_(_unit_lower_inverse(torch.mul(Em, bc).mul_(strict)))
     rhs = torch.cat([kc * (bc if head is None else bc * head), vc * bc], -1)
-    wu.copy_(_solve_unit_lower(lower, rhs))
-    if b is not None:
-        flush_tiny_(wu)
+    torch.matmul(Ti, rhs, out=wu)
+    if gated:
+        _flush_tiny_(Ti)
+        _flush_tiny_(wu)
     w, u = wu[..., :K], wu[..., K:]
 
     k_sT = (kc if tail is None else kc * tail).mT
-    for c in range(kc.shape[0]):
+    for c in range(n):
         states[c] = S
         torch.baddbmm(u[c], w[c], S, alpha=-1.0, out=vn[c])  # pseudo-values U - W S
         S = torch.baddbmm(S if whole is None else S * whole[c], k_sT[c], vn[c])
 
     torch.matmul(qc if head is None else qc * head, states, out=o)
-    o.add_((qc @ kc.mT).mul_(D) @ vn)
+    _bmm_add_(o, torch.matmul(qc, kc.mT, out=Pm).mul_(D), vn)
     return S
 
 
-def _backward_segment(qc, kc, vc, bc, b, states, wu, vn, doc, dS, dq, dk, dv, dbeta, dg):
+def _backward_segment(qc, kc, vc, bc, b, Dm, Ti, Pm, Em, states, wu, vn, doc, dS, dq, dk, dv, dbeta, dg):
     """Backward over one segment (shapes as in :func:`_forward_segment`, ``doc`` like ``vc``).
 
-    ``dS`` is the grad of the state leaving the segment; writes ``dq, dk, dv, dbeta`` (and ``dg``
-    when gated, all for the chunk-local tensors) in place and returns the grad of the entering state.
+    ``Dm`` (gated; None otherwise), ``Ti``, ``Pm`` and ``Em`` are the ``[C, C]`` factors saved by
+    the forward. ``dS`` is the grad of the state leaving the segment; writes ``dq, dk, dv, dbeta`` (and
+    ``dg`` when gated, all for the chunk-local tensors) in place and returns the grad of the
+    entering state.
     """
     n, BH, C, K = kc.shape
-    D, head, tail, whole = _decays(b, C, kc.dtype, kc.device)
     gated = b is not None
+    causal, strict, _ = _masks(C, kc.dtype, kc.device)
+    if gated:
+        D = Dm
+        head, tail, whole = _gate_factors(b)
+    else:
+        D, head, tail, whole = causal, None, None, None
 
     # o = (head Q) S_c + P Vn  with  P = (Q K^T) * D.
-    qk = qc @ kc.mT
     dP = doc @ vn.mT
-    M = dP * qk if gated else None  # grad of D through P (times D later)
-    dvn = qk.mul_(D).mT @ doc
-    del qk
+    M = dP * Pm if gated else None  # grad of D through P, times D
+    dvn = Pm.mT @ doc
     dQK = dP.mul_(D)
     torch.matmul(dQK, kc, out=dq)
     torch.matmul(dQK.mT, qc, out=dk)
@@ -178,19 +296,19 @@ def _backward_segment(qc, kc, vc, bc, b, states, wu, vn, doc, dS, dq, dk, dv, db
     del dvn
 
     # UT backward: X = A^-1 R  =>  dR = A^-T dX,  dA = -dR X^T (strict lower part).
-    E = (kc @ kc.mT).mul_(D)
-    lower = (E * bc).tril_(-1)
-    dR = _solve_unit_lower(lower, dwu, transpose=True)
+    dR = Ti.mT @ dwu
     if gated:
-        flush_tiny_(dR)
-    del lower, dwu
-    dE = (dR @ wu.mT).tril_(-1).neg_()  # dA, then scaled by beta below
-    torch.sum(dE * E, -1, out=dbeta)
+        _flush_tiny_(dR)
+    del dwu
+    E = Em  # (K K^T) * D
+    dE = (dR @ wu.mT).mul_(strict).neg_()  # dA, then scaled by beta below
+    dEE = dE * E
+    torch.sum(dEE, -1, out=dbeta)
     dE.mul_(bc)
-    if gated:
-        M.mul_(D).add_(dE * E)
+    if gated:  # the grad of D through A = beta (E * D): the same product, times beta
+        M.add_(dEE.mul_(bc))
         dE.mul_(D)
-    del E
+    del dEE
     dk.add_((dE + dE.mT) @ kc)
     del dE
     dR_k, dR_v = dR[..., :K], dR[..., K:]
@@ -213,11 +331,127 @@ def _backward_segment(qc, kc, vc, bc, b, states, wu, vn, doc, dS, dq, dk, dv, db
     return dS
 
 
+def _forward_single(
+    qc: Tensor, kc: Tensor, vc: Tensor, bc: Tensor, b: Tensor | None, o: Tensor, S: Tensor
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+    """Forward of a batch that is one chunk with no initial state (``T <= C``, the short
+    sequences of training): the state entering the chunk is 0, so the pseudo-values are
+    ``U`` itself and ``W`` (which only ever multiplies that state) is never formed; this skips
+    half of the UT solve's right-hand side and the two matmuls with the entering state.
+
+    Shapes: ``qc, kc: [1, BH, C, K]`` (qc already scaled), ``vc: [1, BH, C, V]``,
+    ``bc: [1, BH, C, 1]``, ``b: [1, BH, C]`` or None. Writes the output ``o: [1, BH, C, V]`` and
+    the final state ``S: [1, BH, K, V]`` in place (slices of the whole batch's buffers: no
+    concatenation afterwards) and returns ``(U, D, Ti, P, E)``: ``U``, the decay matrix (None
+    ungated), ``(I + A)^-1``, ``P = (Q K^T) * D`` and ``E = (K K^T) * D`` (all ``[1, BH, C, C]``;
+    ungated ``E = K K^T``, of which only the strict lower part is read).
+    """
+    C = kc.shape[-2]
+    causal, strict, _ = _masks(C, kc.dtype, kc.device)
+    gated = b is not None
+    if gated:
+        D = _decay_matrix(b, out=kc.new_empty((*b.shape, C)))
+        _, tail, _ = _gate_factors(b)
+    else:
+        D, tail = causal, None
+    E = kc @ kc.mT
+    if gated:
+        E.mul_(D)
+    Ti = _unit_lower_inverse(torch.mul(E, bc).mul_(strict))
+    u = Ti @ (vc * bc)  # U = A^-1 diag(beta) V
+    if gated:
+        _flush_tiny_(Ti)
+        _flush_tiny_(u)
+    torch.matmul((kc if tail is None else kc * tail).mT, u, out=S)  # S = K_s^T U (entering state 0)
+    P = (qc @ kc.mT).mul_(D)
+    torch.matmul(P, u, out=o)
+    return u, (D if gated else None), Ti, P, E
+
+
+def _backward_single(
+    qc: Tensor, kc: Tensor, vc: Tensor, bc: Tensor, b: Tensor | None,
+    D: Tensor | None, Ti: Tensor, P: Tensor, E: Tensor, u: Tensor, doc: Tensor | None, dS: Tensor | None,
+    dq: Tensor, dk: Tensor, dv: Tensor, dbeta: Tensor, dg: Tensor | None,
+) -> None:  # fmt: skip
+    """Backward of :func:`_forward_single`. ``doc`` (grad of ``o``) and ``dS`` (grad of the final
+    state ``[BH, K, V]``) may be None (no gradient flows into that output: its work is skipped).
+
+    Writes ``dq, dk, dv, dbeta`` and (gated; else None) ``dg`` in place, for the chunk-local
+    tensors (``dq`` for the scaled queries).
+    """
+    n, BH, C, K = kc.shape
+    gated = b is not None
+    causal, strict, _ = _masks(C, kc.dtype, kc.device)
+    if gated:  # the head decay only ever multiplies the (zero) entering state
+        _, tail, _ = _gate_factors(b)
+    else:
+        D, tail = causal, None
+
+    # o = P U  with  P = (Q K^T) * D.
+    if doc is not None:
+        dP = doc @ u.mT
+        M = dP * P if gated else None  # grad of D through P, times D
+        du = P.mT @ doc
+        dQK = dP.mul_(D)
+        torch.matmul(dQK, kc, out=dq)
+        torch.matmul(dQK.mT, qc, out=dk)
+        del dQK, dP
+    else:
+        M = torch.zeros_like(D) if gated else None
+        du = torch.zeros_like(u)
+        dq.zero_()
+        dk.zero_()
+    # S = K_s^T U  with  K_s = K * tail.
+    d_tail = None
+    if dS is not None:
+        k_s = kc if tail is None else kc * tail
+        _bmm_add_(du, k_s, dS.unsqueeze(0))
+        dk_s = u @ dS.mT.unsqueeze(0)
+        if gated:
+            d_tail = (dk_s * kc).sum(-1)
+            dk_s.mul_(tail)
+        dk.add_(dk_s)
+        del k_s, dk_s
+
+    # UT backward, U part only (W's gradient is 0): U = A^-1 R_v  =>  dR_v = A^-T dU,
+    # dA = -dR_v U^T (strict lower part).
+    dR_v = Ti.mT @ du
+    if gated:
+        _flush_tiny_(dR_v)
+    dE = (dR_v @ u.mT).mul_(strict).neg_()
+    dEE = dE * E
+    torch.sum(dEE, -1, out=dbeta)
+    dE.mul_(bc)
+    if gated:  # the grad of D through A = beta (E * D): the same product, times beta
+        M.add_(dEE.mul_(bc))
+        dE.mul_(D)
+    del dEE
+    dk.add_((dE + dE.mT) @ kc)
+    del dE
+    torch.mul(dR_v, bc, out=dv)
+    dbeta.add_((dR_v * vc).sum(-1))
+    if not gated:
+        return
+    # Chain rule through the exp(.) of the cumulative gate b (D and tail), then the cumsum.
+    db = M.sum(-1) - M.sum(-2)
+    if d_tail is not None:
+        tl = tail.squeeze(-1)
+        db.sub_(d_tail * tl)
+        db[..., -1] += (d_tail * tl).sum(-1)
+    dg.copy_(db.flip(-1).cumsum(-1).flip(-1))  # b = cumsum(g) within the chunk
+
+
 class _ChunkGatedDeltaRule(torch.autograd.Function):
     """Chunked gated delta rule with a hand-written backward (``g = None`` means ungated).
 
-    Saved for backward: the chunked inputs, the state entering each chunk, the WY factors
-    ``[W, U]`` and the pseudo-values; everything else is recomputed per segment of chunks.
+    Saved for backward: the chunked inputs (dense, q scaled), the state entering each chunk, the WY factors
+    ``[W, U]``, the pseudo-values, ``(I + A)^-1`` and (gated) the decay matrix; everything else
+    is recomputed per segment of chunks. The two ``[NC, BH, C, C]`` tensors cost no more memory
+    than ``[W, U]`` for ``C <= K + V`` and save the backward a triangular solve and the exp pass.
+    One chunk with no initial state (``T <= C``) takes the shorter :func:`_forward_single` path,
+    in groups of ``SINGLE_GROUP`` rows of ``B*H``.
+    Gradients are not materialised: an output that does not reach the loss (typically the final
+    state) arrives as None, and the work for it is skipped.
     """
 
     @staticmethod
@@ -226,63 +460,124 @@ class _ChunkGatedDeltaRule(torch.autograd.Function):
         V = v.shape[-1]
         dt = state_dtype(q)
         # Zero padding is harmless: padded tokens have beta = 0 and k = 0 (no write), g = 0 (no decay).
-        qc = _to_chunks(q, C, dt)
-        kc = _to_chunks(k, C, dt)
-        vc = _to_chunks(v, C, dt)
+        # Dense (and q scaled) once for forward and backward: for B == 1 the chunked views are
+        # strided, and copying each segment in both passes cost more than keeping the copies.
+        qc = _dense(_to_chunks(q, C, dt), scale)
+        kc = _dense(_to_chunks(k, C, dt))
+        vc = _dense(_to_chunks(v, C, dt))
         bc = _to_chunks(beta.unsqueeze(-1), C, dt)  # [NC, BH, C, 1]
         b = None if g is None else _to_chunks(g.unsqueeze(-1), C, dt).squeeze(-1).cumsum(-1)
         NC, BH = qc.shape[:2]
+        ctx.set_materialize_grads(False)
+        ctx.meta = (B, T, H, C, scale, q.dtype, k.dtype, v.dtype, beta.dtype, None if g is None else g.dtype)
+        ctx.single = NC == 1 and h0 is None
+        if ctx.single:
+            o, S = vc.new_empty(vc.shape), vc.new_empty((1, BH, K, V))
+            ctx.groups = []
+            for r0, r1 in segments(BH, SINGLE_GROUP):
+                r = slice(r0, r1)
+                # (U, D, Ti, P, E) of the group: intermediates, kept on ctx (not inputs or outputs)
+                ctx.groups.append(
+                    _forward_single(
+                        qc[:, r],
+                        kc[:, r],
+                        vc[:, r],
+                        bc[:, r],
+                        None if b is None else b[:, r],
+                        o[:, r],
+                        S[:, r],
+                    )
+                )
+            ctx.save_for_backward(qc, kc, vc, bc, b)
+            return _from_chunks(o, B, H, T).to(q.dtype), S.reshape(B, H, K, V)
         S = torch.zeros(BH, K, V, dtype=dt, device=q.device) if h0 is None else h0.to(dt).reshape(BH, K, V)
         states = vc.new_empty((NC, BH, K, V))  # state entering each chunk
         wu = vc.new_empty((NC, BH, C, K + V))
         vn = vc.new_empty((NC, BH, C, V))  # pseudo-values U - W S
         o = torch.empty_like(vn)
+        Ti = vc.new_empty((NC, BH, C, C))  # (I + A)^-1 per chunk
+        Dm = None if b is None else torch.empty_like(Ti)  # decay matrix per chunk
+        Pm, Em = torch.empty_like(Ti), torch.empty_like(Ti)  # (Q K^T) * D and (K K^T) * D
         per = chunks_per_segment(C, SEGMENT_ELEMENTS, BH * max(K, V, C))
         for n0, n1 in segments(NC, per):
             i = slice(n0, n1)
             S = _forward_segment(
-                _dense(qc[i], scale), _dense(kc[i]), _dense(vc[i]), bc[i], None if b is None else b[i],
-                S, states[i], wu[i], vn[i], o[i],
+                qc[i], kc[i], vc[i], bc[i], None if b is None else b[i],
+                S, states[i], wu[i], vn[i], o[i], None if Dm is None else Dm[i], Ti[i], Pm[i], Em[i],
             )  # fmt: skip
-        ctx.save_for_backward(qc, kc, vc, bc, b, states, wu, vn, h0)
-        ctx.meta = (B, T, H, C, scale, q.dtype, k.dtype, v.dtype, beta.dtype, None if g is None else g.dtype)
+        ctx.save_for_backward(qc, kc, vc, bc, b, states, wu, vn, h0, Dm, Ti, Pm, Em)
         return _from_chunks(o, B, H, T).to(q.dtype), S.reshape(B, H, K, V)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, do, dht):
-        qc, kc, vc, bc, b, states, wu, vn, h0 = ctx.saved_tensors
         B, T, H, C, scale, q_dt, k_dt, v_dt, beta_dt, g_dt = ctx.meta
-        NC, BH, _, K = kc.shape
-        V = vc.shape[-1]
-        doc = _to_chunks(do, C, kc.dtype)
-        dq, dk = kc.new_empty(kc.shape), kc.new_empty(kc.shape)
-        dv = vc.new_empty(vc.shape)
-        dbeta = kc.new_empty((NC, BH, C))
-        dg = None if b is None else torch.empty_like(b)
-        dS = kc.new_zeros((BH, K, V)) if dht is None else dht.to(kc.dtype).reshape(BH, K, V)
-        per = chunks_per_segment(C, SEGMENT_ELEMENTS, BH * max(K, V, C))
-        for n0, n1 in reversed(segments(NC, per)):
-            i = slice(n0, n1)
-            dS = _backward_segment(
-                _dense(qc[i], scale), _dense(kc[i]), _dense(vc[i]), bc[i], None if b is None else b[i],
-                states[i], wu[i], vn[i], _dense(doc[i]),
-                dS, dq[i], dk[i], dv[i], dbeta[i], None if dg is None else dg[i],
-            )  # fmt: skip
 
         def back(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
             return _from_chunks(x, B, H, T).to(dtype)
 
+        if ctx.single:
+            qc, kc, vc, bc, b = ctx.saved_tensors
+            BH, K, V = kc.shape[1], kc.shape[-1], vc.shape[-1]
+            doc = None if do is None else _dense(_to_chunks(do, C, kc.dtype))
+            dS = None if dht is None else dht.to(kc.dtype).reshape(BH, K, V).contiguous()
+            dq, dk, dv = torch.empty_like(qc), torch.empty_like(kc), torch.empty_like(vc)
+            dbeta = kc.new_empty(kc.shape[:-1])
+            dg = None if b is None else torch.empty_like(b)
+            for (r0, r1), (u, Dm, Ti, Pm, Em) in zip(segments(BH, SINGLE_GROUP), ctx.groups):
+                r = slice(r0, r1)
+                _backward_single(
+                    qc[:, r], kc[:, r], vc[:, r], bc[:, r], None if b is None else b[:, r],
+                    Dm, Ti, Pm, Em, u, None if doc is None else doc[:, r], None if dS is None else dS[r],
+                    dq[:, r], dk[:, r], dv[:, r], dbeta[:, r], None if dg is None else dg[:, r],
+                )  # fmt: skip
+            del ctx.groups
+            h0 = None
+        else:
+            qc, kc, vc, bc, b, states, wu, vn, h0, Dm, Ti, Pm, Em = ctx.saved_tensors
+            dq, dk, dv, dbeta, dg, dS = _backward_chunks(
+                qc, kc, vc, bc, b, states, wu, vn, Dm, Ti, Pm, Em, do, dht, C
+            )
         return (
             back(dq.mul_(scale), q_dt),
             back(dk, k_dt),
             back(dv, v_dt),
             None if dg is None else back(dg.unsqueeze(-1), g_dt).squeeze(-1),
             back(dbeta.unsqueeze(-1), beta_dt).squeeze(-1),
-            None if h0 is None else dS.reshape(B, H, K, V).to(h0.dtype),
+            None if h0 is None else dS.reshape(B, H, *dS.shape[-2:]).to(h0.dtype),
             None,
             None,
         )
+
+
+def _backward_chunks(
+    qc: Tensor, kc: Tensor, vc: Tensor, bc: Tensor, b: Tensor | None, states: Tensor, wu: Tensor, vn: Tensor,
+    Dm: Tensor | None, Ti: Tensor, Pm: Tensor, Em: Tensor, do: Tensor | None, dht: Tensor | None, C: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor]:  # fmt: skip
+    """The multi-chunk backward: runs :func:`_backward_segment` over the segments in reverse.
+
+    ``do`` and ``dht`` (grads of the output and of the final state) may be None (taken as 0).
+    Returns ``(dq, dk, dv, dbeta, dg, dS)`` for the chunk-local tensors (``dq`` for the scaled
+    queries, ``dg`` None when ungated), ``dS: [BH, K, V]`` being the grad of the initial state.
+    """
+    NC, BH, _, K = kc.shape
+    V = vc.shape[-1]
+    doc = torch.zeros_like(vn) if do is None else _to_chunks(do, C, kc.dtype)
+    dq, dk = kc.new_empty(kc.shape), kc.new_empty(kc.shape)
+    dv = vc.new_empty(vc.shape)
+    dbeta = kc.new_empty((NC, BH, C))
+    dg = None if b is None else torch.empty_like(b)
+    # contiguous: an expanded dht (e.g. from ht.sum()) would send baddbmm_ down a slow path
+    dS = kc.new_zeros((BH, K, V)) if dht is None else dht.to(kc.dtype).reshape(BH, K, V).contiguous()
+    per = chunks_per_segment(C, SEGMENT_ELEMENTS, BH * max(K, V, C))
+    for n0, n1 in reversed(segments(NC, per)):
+        i = slice(n0, n1)
+        dS = _backward_segment(
+            qc[i], kc[i], vc[i], bc[i], None if b is None else b[i],
+            None if Dm is None else Dm[i], Ti[i], Pm[i], Em[i], states[i], wu[i], vn[i], _dense(doc[i]),
+            dS, dq[i], dk[i], dv[i], dbeta[i], None if dg is None else dg[i],
+        )  # fmt: skip
+    return dq, dk, dv, dbeta, dg, dS
 
 
 def chunk_core(
