@@ -240,6 +240,34 @@ def _forward_segment(qc, kc, vc, bc, b, S, states, wu, vn, o, Dm, Ti, Pm, Em):
     return S
 
 
+def _ut_backward_(
+    Ti: Tensor, dX: Tensor, X: Tensor, E: Tensor, strict: Tensor, bc: Tensor,
+    D: Tensor | None, M: Tensor | None, kc: Tensor, dk: Tensor, dbeta: Tensor,
+) -> Tensor:  # fmt: skip
+    """Backward of the UT transform ``X = A^-1 R`` with ``A = I + strict(beta (E * D))``.
+
+    ``dR = A^-T dX`` (one matmul with the saved inverse ``Ti = A^-1``) and ``dA = -dR X^T`` (strict
+    lower part), whose contributions are written in place: ``dbeta`` (set), ``dk`` (+= through
+    ``E = K K^T``) and, when gated (``D``, ``M`` not None), ``M`` (+= the grad of ``D`` times ``D``).
+    Returns ``dR``. Shapes: ``Ti, E, D, M: [n, BH, C, C]``, ``dX, X: [n, BH, C, F]``, ``kc: [n, BH,
+    C, K]``, ``bc, dbeta: [n, BH, C]`` (``bc`` as ``[n, BH, C, 1]``).
+    """
+    gated = D is not None and M is not None
+    dR = Ti.mT @ dX
+    if gated:
+        _flush_tiny_(dR)
+    dE = (dR @ X.mT).mul_(strict).neg_()  # dA, then scaled by beta below
+    dEE = dE * E
+    torch.sum(dEE, -1, out=dbeta)
+    dE.mul_(bc)
+    if gated:  # the grad of D through A = beta (E * D): the same product, times beta
+        M.add_(dEE.mul_(bc))
+        dE.mul_(D)
+    del dEE
+    dk.add_((dE + dE.mT) @ kc)
+    return dR
+
+
 def _backward_segment(qc, kc, vc, bc, b, Dm, Ti, Pm, Em, states, wu, vn, doc, dS, dq, dk, dv, dbeta, dg):
     """Backward over one segment (shapes as in :func:`_forward_segment`, ``doc`` like ``vc``).
 
@@ -295,22 +323,8 @@ def _backward_segment(qc, kc, vc, bc, b, Dm, Ti, Pm, Em, states, wu, vn, doc, dS
     dwu = torch.cat([(dvn @ states.mT).neg_(), dvn], -1)  # grad of [W, U]
     del dvn
 
-    # UT backward: X = A^-1 R  =>  dR = A^-T dX,  dA = -dR X^T (strict lower part).
-    dR = Ti.mT @ dwu
-    if gated:
-        _flush_tiny_(dR)
+    dR = _ut_backward_(Ti, dwu, wu, Em, strict, bc, D, M, kc, dk, dbeta)
     del dwu
-    E = Em  # (K K^T) * D
-    dE = (dR @ wu.mT).mul_(strict).neg_()  # dA, then scaled by beta below
-    dEE = dE * E
-    torch.sum(dEE, -1, out=dbeta)
-    dE.mul_(bc)
-    if gated:  # the grad of D through A = beta (E * D): the same product, times beta
-        M.add_(dEE.mul_(bc))
-        dE.mul_(D)
-    del dEE
-    dk.add_((dE + dE.mT) @ kc)
-    del dE
     dR_k, dR_v = dR[..., :K], dR[..., K:]
     s_k = (dR_k * kc).sum(-1)
     torch.mul(dR_v, bc, out=dv)
@@ -413,21 +427,8 @@ def _backward_single(
         dk.add_(dk_s)
         del k_s, dk_s
 
-    # UT backward, U part only (W's gradient is 0): U = A^-1 R_v  =>  dR_v = A^-T dU,
-    # dA = -dR_v U^T (strict lower part).
-    dR_v = Ti.mT @ du
-    if gated:
-        _flush_tiny_(dR_v)
-    dE = (dR_v @ u.mT).mul_(strict).neg_()
-    dEE = dE * E
-    torch.sum(dEE, -1, out=dbeta)
-    dE.mul_(bc)
-    if gated:  # the grad of D through A = beta (E * D): the same product, times beta
-        M.add_(dEE.mul_(bc))
-        dE.mul_(D)
-    del dEE
-    dk.add_((dE + dE.mT) @ kc)
-    del dE
+    # U part only: W is never formed on this path, so its gradient is 0
+    dR_v = _ut_backward_(Ti, du, u, E, strict, bc, D, M, kc, dk, dbeta)
     torch.mul(dR_v, bc, out=dv)
     dbeta.add_((dR_v * vc).sum(-1))
     if not gated:
