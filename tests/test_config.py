@@ -79,3 +79,14 @@ def test_diff_lists_dotted_keys_with_both_values():
               "limit": None, "name": "x", "flag": False, "extra": {}}  # fmt: skip
     # tuples stored as JSON lists are the same value
     assert diff_configs(stored, to_dict(new)) == [("inner.width", 8, 9)]
+
+
+def test_require_at_least_one_names_the_first_field_below_one():
+    from types import SimpleNamespace
+
+    from linearlab.config import require_at_least_one
+
+    cfg = SimpleNamespace(steps=10, batch_size=0, heads=-2)
+    require_at_least_one(cfg, "steps")
+    with pytest.raises(ValueError, match=r"^batch_size: must be >= 1, got 0$"):
+        require_at_least_one(cfg, "steps", "batch_size", "heads")

@@ -39,6 +39,15 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**kwargs)
 
 
+def require_at_least_one(cfg: Any, *names: str) -> None:
+    """``ValueError`` naming the first field of ``names`` whose value is below 1 (counts, sizes, steps):
+    the check a config's ``__post_init__`` runs on its integer fields."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value < 1:
+            raise ValueError(f"{name}: must be >= 1, got {value}")
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (dataclasses are converted first; lists stay whole)."""
     if dataclasses.is_dataclass(data) and not isinstance(data, type):

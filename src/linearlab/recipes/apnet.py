@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_write_json
 from linearlab.lab.parallel import default_workers, run_jobs, step_done
 from linearlab.lab.tables import fmt, format_table
@@ -68,10 +69,18 @@ class Config:
     def __post_init__(self) -> None:
         if not self.rtf_seconds > 0:
             raise ValueError(f"rtf_seconds: must be > 0, got {self.rtf_seconds}")
-        for name in ("rtf_repeats", "threads", "apnet_channels", "hifigan_channels", "n_train", "n_test",
-                     "psp_channels", "steps", "batch_size"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self,
+            "rtf_repeats",
+            "threads",
+            "apnet_channels",
+            "hifigan_channels",
+            "n_train",
+            "n_test",
+            "psp_channels",
+            "steps",
+            "batch_size",
+        )
         if self.hifigan_channels % 16:
             raise ValueError(
                 f"hifigan_channels: must be divisible by 16 (halved 4 times), got {self.hifigan_channels}"

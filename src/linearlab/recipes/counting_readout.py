@@ -24,6 +24,7 @@ import torch
 
 from linearlab.analysis.hooks import model_parts, run_with_cache
 from linearlab.analysis.readout_geometry import constrained_accuracy, readout_geometry, refit_rows
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import fmt, format_table
 from linearlab.models.config import ModelConfig
@@ -53,9 +54,7 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_layers", "num_heads", "steps", "batch_size", "refit_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "d_model", "n_layers", "num_heads", "steps", "batch_size", "refit_steps")
         if self.probe_sequences < 50:
             raise ValueError(f"probe_sequences: expected >= 50 (an 80/20 split), got {self.probe_sequences}")
 

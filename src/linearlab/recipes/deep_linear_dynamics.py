@@ -38,6 +38,7 @@ from linearlab.analysis.deep_linear_theory import (
     strength_closed_form,
     teacher,
 )
+from linearlab.config import require_at_least_one
 from linearlab.lab.tables import fmt
 from linearlab.models.deep_linear import INITS, DeepLinearNet
 from linearlab.papers import ICL, declare_paper
@@ -76,9 +77,7 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("dim", "steps", "deep_steps", "sweep_steps", "sweep_seeds"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "dim", "steps", "deep_steps", "sweep_steps", "sweep_seeds")
         for name in ("singular_values", "sweep_singular_values"):
             values = getattr(self, name)
             if len(values) > self.dim or any(v <= 0 for v in values):

@@ -32,6 +32,7 @@ from linearlab.analysis.depth_usage import (
     residual_streams,
     skip_effects,
 )
+from linearlab.config import require_at_least_one
 from linearlab.lab.parallel import default_workers, run_jobs, step_done
 from linearlab.lab.tables import fmt, format_table
 from linearlab.lab.testbed import TestbedConfig, pretrained_lm, val_windows
@@ -60,9 +61,9 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "shallow_layers", "steps", "seq_len", "eval_windows", "eval_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self, "d_model", "shallow_layers", "steps", "seq_len", "eval_windows", "eval_len"
+        )
         if self.deep_layers <= self.shallow_layers:
             raise ValueError(
                 f"deep_layers: expected more layers than shallow_layers={self.shallow_layers}, got {self.deep_layers}"

@@ -30,6 +30,7 @@ import torch
 from linearlab.analysis.icl_learners import bayes_ridge, gd, ols, predict
 from linearlab.analysis.icl_theory import ols_error_by_k, optimal_one_step_lr
 from linearlab.analysis.probes import probe_r2
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_save_safetensors
 from linearlab.lab.parallel import default_workers, run_jobs, step_done
 from linearlab.lab.tables import fmt
@@ -70,10 +71,18 @@ class Config:
     workers: int = 0  # processes training noise levels side by side (0: min(2, cores))
 
     def __post_init__(self) -> None:
-        for name in ("d", "n_points", "d_model", "n_layers", "num_heads", "steps", "batch_size",
-                     "eval_prompts", "ilwd_prompts"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self,
+            "d",
+            "n_points",
+            "d_model",
+            "n_layers",
+            "num_heads",
+            "steps",
+            "batch_size",
+            "eval_prompts",
+            "ilwd_prompts",
+        )
         if self.gd_steps < 0:
             raise ValueError(f"gd_steps: must be >= 0, got {self.gd_steps}")
         if self.probe_train < 2 or self.probe_test < 2:

@@ -27,6 +27,7 @@ import torch
 
 from linearlab.analysis.icl_learners import gd, ols
 from linearlab.analysis.icl_theory import marchenko_pastur_gd_rates
+from linearlab.config import require_at_least_one
 from linearlab.lab.tables import fmt
 from linearlab.models.looped import LoopedLSA, looped_loss
 from linearlab.papers import ICL, declare_paper
@@ -61,10 +62,20 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("d", "loops", "prompts", "construction_loops", "train_d", "train_n", "train_loops",
-                     "train_steps", "batch_size", "eval_loops", "eval_prompts"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self,
+            "d",
+            "loops",
+            "prompts",
+            "construction_loops",
+            "train_d",
+            "train_n",
+            "train_loops",
+            "train_steps",
+            "batch_size",
+            "eval_loops",
+            "eval_prompts",
+        )
         if not self.ratios or any(int(round(r * self.d)) <= self.d for r in self.ratios):
             raise ValueError(
                 f"ratios: expected n/d ratios with round(ratio * d) > d = {self.d} (more examples than "

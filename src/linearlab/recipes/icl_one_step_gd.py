@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from linearlab.analysis.icl_theory import one_step_mse, optimal_one_step_lr, optimal_preconditioner
+from linearlab.config import require_at_least_one
 from linearlab.lab.tables import fmt
 from linearlab.models.icl import LinearSelfAttention
 from linearlab.papers import ICL, declare_paper
@@ -52,9 +53,7 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("d", "n", "steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "d", "n", "steps", "batch_size")
         if self.eval_prompts < 2:
             raise ValueError(f"eval_prompts: must be >= 2 (R^2 needs a spread), got {self.eval_prompts}")
         if not self.lr > 0:

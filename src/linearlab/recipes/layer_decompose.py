@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_save_safetensors, atomic_write_json
 from linearlab.lab.tables import fmt, format_table
 from linearlab.layers.compositing import recomposition_loss, translate
@@ -67,9 +68,7 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_test", "steps", "batch_size", "base", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "n_train", "n_test", "steps", "batch_size", "base", "threads")
         if self.size < 16 or self.size % 4:
             raise ValueError(f"size: expected a multiple of 4 that is >= 16, got {self.size}")
         if not 0 < self.labelled_fraction < 1:

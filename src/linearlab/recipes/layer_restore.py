@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from linearlab.config import require_at_least_one
 from linearlab.convert.restore import sweep_restore
 from linearlab.lab.tables import format_table
 from linearlab.models import MixerLM, ModelConfig
@@ -63,10 +64,17 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_layers", "num_heads", "batch_size", "base_steps", "post_steps", "prompts",
-                     "samples"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self,
+            "d_model",
+            "n_layers",
+            "num_heads",
+            "batch_size",
+            "base_steps",
+            "post_steps",
+            "prompts",
+            "samples",
+        )
         if not 0 <= self.malformed < 1:
             raise ValueError(f"malformed: expected a fraction in [0, 1), got {self.malformed}")
         if not 0 <= self.validity_slack < 1:

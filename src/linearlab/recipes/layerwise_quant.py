@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from linearlab.analysis.layer_importance import find_blocks, lim_scores, zd_scores
+from linearlab.config import require_at_least_one
 from linearlab.convert.quantize import assign_bits, expand_to_linears, quantize_
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import format_table
@@ -56,9 +57,7 @@ class Config(TestbedFields):
         lo, hi = min(self.choices), max(self.choices)
         if not self.budgets or any(not lo <= b <= hi for b in self.budgets):
             raise ValueError(f"budgets: expected average bits within [{lo}, {hi}], got {self.budgets}")
-        for name in ("random_seeds", "group_size", "calib_windows", "eval_windows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "random_seeds", "group_size", "calib_windows", "eval_windows")
 
 
 def _smoke() -> Config:

@@ -62,6 +62,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from linearlab.config import require_at_least_one
 from linearlab.convert.linearize_dit import (
     LINFUSION_WEIGHTS,
     LIT_WEIGHTS,
@@ -117,10 +118,23 @@ class Config:
     workers: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("steps", "scratch_steps", "distill_steps", "batch_size", "eval_every", "distill_eval_every", "eval_samples", "sample_steps",
-                     "cross_samples", "classifier_steps", "swd_projections", "hidden", "depth", "workers"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self,
+            "steps",
+            "scratch_steps",
+            "distill_steps",
+            "batch_size",
+            "eval_every",
+            "distill_eval_every",
+            "eval_samples",
+            "sample_steps",
+            "cross_samples",
+            "classifier_steps",
+            "swd_projections",
+            "hidden",
+            "depth",
+            "workers",
+        )
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size: {self.image_size} is not divisible by patch_size={self.patch_size}"

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from linearlab.analysis.linear_scope import LinearScope
+from linearlab.config import require_at_least_one
 from linearlab.lab.tables import fmt, format_table
 from linearlab.papers import ANALYSIS, declare_paper
 from linearlab.recipes import Recipe
@@ -52,9 +53,7 @@ class Config:
     def __post_init__(self) -> None:
         if len(self.channels) != 2 or any(c < 1 for c in self.channels):
             raise ValueError(f"channels: expected two positive channel counts, got {self.channels}")
-        for name in ("steps", "batch_size", "jacobian_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "steps", "batch_size", "jacobian_samples")
         if not self.lr > 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
         if not 0 < self.test_fraction < 1:

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_write_json, check_input_path
 from linearlab.lab.tables import fmt, format_table
 from linearlab.recipes import Flag, Recipe
@@ -103,12 +104,27 @@ class LinearizeExperiment:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_layers", "num_heads", "num_kv_heads", "mlp_hidden", "teacher_steps",
-                     "max_bytes", "seq_len", "batch_size", "eval_windows", "distill_steps", "lora_steps",
-                     "lora_rank", "decode_context", "decode_tokens", "recall_pairs",
-                     "recall_eval_rows", "still_block"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self,
+            "d_model",
+            "n_layers",
+            "num_heads",
+            "num_kv_heads",
+            "mlp_hidden",
+            "teacher_steps",
+            "max_bytes",
+            "seq_len",
+            "batch_size",
+            "eval_windows",
+            "distill_steps",
+            "lora_steps",
+            "lora_rank",
+            "decode_context",
+            "decode_tokens",
+            "recall_pairs",
+            "recall_eval_rows",
+            "still_block",
+        )
         if self.window_size < 1 or self.window_size > self.seq_len:
             raise ValueError(f"window_size: must be in [1, seq_len={self.seq_len}], got {self.window_size}")
         if self.d_model % self.num_heads or self.num_heads % self.num_kv_heads:

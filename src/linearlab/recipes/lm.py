@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from linearlab.config import to_dict
+from linearlab.config import require_at_least_one, to_dict
 from linearlab.io import atomic_write_json, check_input_path
 from linearlab.lab.mixer_variants import COST_HINT, parse_variants, variant
 from linearlab.lab.parallel import default_workers, run_jobs, step_done
@@ -52,10 +52,18 @@ class LMExperiment:
     workers: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "d_model", "n_layers", "num_heads", "seq_len", "extrapolation_factor",
-                     "steps", "batch_size", "eval_windows"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self,
+            "max_bytes",
+            "d_model",
+            "n_layers",
+            "num_heads",
+            "seq_len",
+            "extrapolation_factor",
+            "steps",
+            "batch_size",
+            "eval_windows",
+        )
         if self.lr <= 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
         if self.workers < 0:

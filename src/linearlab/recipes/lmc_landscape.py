@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from linearlab.analysis.mode_connectivity import interpolation_barrier, layer_blocks, spawn_children
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_save_safetensors, atomic_write_json
 from linearlab.lab.tables import fmt, format_table
 from linearlab.papers import ANALYSIS, declare_paper
@@ -66,9 +67,7 @@ class Config:
             or len(set(self.spawn_steps)) != len(self.spawn_steps)
         ):
             raise ValueError(f"spawn_steps: expected distinct steps >= 0, got {self.spawn_steps}")
-        for name in ("child_steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "child_steps", "batch_size")
         if self.alphas < 3 or self.alphas % 2 == 0:
             raise ValueError(f"alphas: expected an odd count >= 3 (so 1/2 is a point), got {self.alphas}")
         if not self.lr > 0:

@@ -37,6 +37,7 @@ from linearlab.analysis.lp_ft import (
     linear_probe,
     ntk_split,
 )
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import fmt, format_table
 from linearlab.papers import ANALYSIS, declare_paper
@@ -72,10 +73,20 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("d_in", "source_classes", "target_classes", "n_source", "n_target", "n_eval",
-                     "pretrain_steps", "lp_steps", "ft_steps", "batch_size", "ntk_points"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self,
+            "d_in",
+            "source_classes",
+            "target_classes",
+            "n_source",
+            "n_target",
+            "n_eval",
+            "pretrain_steps",
+            "lp_steps",
+            "ft_steps",
+            "batch_size",
+            "ntk_points",
+        )
         if not 0 <= self.minor_dims < self.d_in:
             raise ValueError(
                 f"minor_dims: expected 0 <= minor_dims < d_in={self.d_in}, got {self.minor_dims}"

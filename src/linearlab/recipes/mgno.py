@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import fmt, format_table
 from linearlab.models.operators import ConvNet, FNO1d, MgNO
@@ -72,10 +73,19 @@ class Config:
         unknown = [m for m in self.models if m not in MODELS]
         if unknown or not self.models:
             raise ValueError(f"models: expected names from {list(MODELS)}, got {self.models}")
-        for name in ("n_train", "n_test", "steps", "batch_size", "mgno_channels", "mgno_layers", "fno_modes",
-                     "fno_width", "boundary_points", "threads"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self,
+            "n_train",
+            "n_test",
+            "steps",
+            "batch_size",
+            "mgno_channels",
+            "mgno_layers",
+            "fno_modes",
+            "fno_width",
+            "boundary_points",
+            "threads",
+        )
         k = 2 ** (len(self.mgno_iterations) - 1)
         if not self.mgno_iterations or any(n < 1 for n in self.mgno_iterations) or self.resolution % k:
             raise ValueError(

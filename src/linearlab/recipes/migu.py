@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import format_table
 from linearlab.models import MixerLM, ModelConfig
@@ -62,10 +63,16 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_layers", "num_heads", "batch_size", "pretrain_steps", "steps_per_task",
-                     "eval_rows"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self,
+            "d_model",
+            "n_layers",
+            "num_heads",
+            "batch_size",
+            "pretrain_steps",
+            "steps_per_task",
+            "eval_rows",
+        )
         if self.length < 4:
             raise ValueError(f"length: must be >= 4, got {self.length}")
         for name in ("pretrain_lr", "lr"):

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import fmt, format_table
 from linearlab.layers.vision.inverted_residual import InvertedResidual
@@ -60,9 +61,9 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("spiral_points", "spiral_maps", "seeds", "epochs", "expand", "stem", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self, "spiral_points", "spiral_maps", "seeds", "epochs", "expand", "stem", "batch_size"
+        )
         if not self.spiral_dims or any(n < 2 for n in self.spiral_dims):
             raise ValueError(f"spiral_dims: expected embedding dimensions >= 2, got {self.spiral_dims}")
         if not self.widths or any(w < 1 for w in self.widths):

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from linearlab.config import require_at_least_one
 from linearlab.lab.tables import fmt, format_table
 from linearlab.layers.routers import ActivationD2SGate
 from linearlab.recipes import Recipe
@@ -58,9 +59,7 @@ class Config:
     def __post_init__(self) -> None:
         if not self.ns or any(n < 10 for n in self.ns):
             raise ValueError(f"ns: expected sample sizes >= 10, got {self.ns}")
-        for name in ("reps", "restarts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "reps", "restarts")
         bad = [g for g in self.gates if g not in GATES]
         if bad or not self.gates:
             raise ValueError(f"gates: expected names from {list(GATES)}, got {self.gates}")

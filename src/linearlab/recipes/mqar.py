@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from linearlab.config import to_dict
+from linearlab.config import require_at_least_one, to_dict
 from linearlab.io import atomic_write_json
 from linearlab.lab.mixer_variants import COST_HINT, parse_variants, variant
 from linearlab.lab.parallel import default_workers, run_jobs, step_done
@@ -72,7 +72,8 @@ class MQARExperiment:
         return self.steps
 
     def __post_init__(self) -> None:
-        for name in (
+        require_at_least_one(
+            self,
             "train_examples",
             "test_examples",
             "val_examples",
@@ -80,9 +81,7 @@ class MQARExperiment:
             "batch_size",
             "num_heads",
             "vocab_size",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        )
         if self.workers < 0:
             raise ValueError(f"workers: must be >= 0 (0: min(2, cores)), got {self.workers}")
         if not self.d_models or any(d < 1 for d in self.d_models):

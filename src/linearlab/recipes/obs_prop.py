@@ -33,6 +33,7 @@ from linearlab.analysis.observable_propagation import (
     observable_feature_vectors,
     strip_norms_,
 )
+from linearlab.config import require_at_least_one
 from linearlab.lab.tables import fmt, format_table
 from linearlab.models.config import ModelConfig
 from linearlab.models.lm import MixerLM
@@ -62,9 +63,9 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "half_len", "steps", "batch_size", "eval_sequences", "width_sequences"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self, "vocab_size", "half_len", "steps", "batch_size", "eval_sequences", "width_sequences"
+        )
         if self.vocab_size < 6:
             raise ValueError(f"vocab_size: the observables use tokens 1..5; need >= 6, got {self.vocab_size}")
         for d in [self.d_model, *self.widths]:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from linearlab.analysis.output_signatures import auroc, output_signature, train_los_net, zlib_ratio
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import format_table
 from linearlab.lab.testbed import TestbedConfig, pretrained_lm
@@ -58,9 +59,9 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_texts", "text_len", "finetune_epochs", "finetune_batch", "top_k", "los_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self, "n_texts", "text_len", "finetune_epochs", "finetune_batch", "top_k", "los_steps"
+        )
         if not 2 <= self.folds <= self.n_texts:
             raise ValueError(f"folds: expected 2 <= folds <= n_texts={self.n_texts}, got {self.folds}")
 

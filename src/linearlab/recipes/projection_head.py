@@ -33,6 +33,7 @@ from linearlab.analysis.projection_head import (
     probe_accuracy,
     spectral_contrastive_loss,
 )
+from linearlab.config import require_at_least_one
 from linearlab.lab.tables import fmt, format_table
 from linearlab.papers import ANALYSIS, declare_paper
 from linearlab.recipes import Recipe
@@ -65,9 +66,7 @@ class Config:
     def __post_init__(self) -> None:
         if not 1 <= len(self.keep) < self.dim or any(not 0 < k <= 1 for k in self.keep):
             raise ValueError(f"keep: expected 1..{self.dim - 1} probabilities in (0, 1], got {self.keep}")
-        for name in ("hidden", "out", "steps", "batch_size", "probe_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "hidden", "out", "steps", "batch_size", "probe_samples")
         for name in ("init_scale", "lr", "probe_C", "noise"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")

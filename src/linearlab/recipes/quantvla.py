@@ -20,6 +20,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from linearlab.config import require_at_least_one
 from linearlab.convert.quantize import quantize_
 from linearlab.convert.quantvla import quantvla_calibrate_
 from linearlab.io import atomic_write_json
@@ -46,9 +47,7 @@ class Config(TestbedFields):
         unknown = [p for p in self.precisions if p not in PRECISIONS]
         if unknown or not self.precisions:
             raise ValueError(f"precisions: expected names from {list(PRECISIONS)}, got {self.precisions}")
-        for name in ("group_size", "calib_windows", "eval_windows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "group_size", "calib_windows", "eval_windows")
 
 
 def _smoke() -> Config:

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from linearlab.config import require_at_least_one
 from linearlab.convert.linear_swap import convert_
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import format_table
@@ -65,9 +66,9 @@ class Config:
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
             raise ValueError(f"arms: expected names from {list(ARMS)}, got {self.arms}")
-        for name in ("d_model", "n_layers", "num_heads", "seq_len", "batch_size", "steps", "eval_windows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self, "d_model", "n_layers", "num_heads", "seq_len", "batch_size", "steps", "eval_windows"
+        )
         if not self.lr > 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
 

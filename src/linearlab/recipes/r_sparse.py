@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from linearlab.config import require_at_least_one
 from linearlab.convert.linear_swap import linear_layers
 from linearlab.convert.sparsify import collect_linear_inputs
 from linearlab.io import atomic_write_json
@@ -68,9 +69,7 @@ class Config(TestbedFields):
             raise ValueError(f"arms: expected names from {list(ARMS)}, got {self.arms}")
         if not 0 <= self.sparse_ratio <= 1:
             raise ValueError(f"sparse_ratio: expected a number in [0, 1], got {self.sparse_ratio}")
-        for name in ("calib_len", "eval_windows", "search_generations", "search_population"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "calib_len", "eval_windows", "search_generations", "search_population")
 
 
 def _smoke() -> Config:

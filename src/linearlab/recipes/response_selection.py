@@ -34,6 +34,7 @@ from linearlab.analysis.response_selection import (
     select_response_method,
     spearman,
 )
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import fmt, format_table
 from linearlab.models.config import ModelConfig
@@ -78,10 +79,18 @@ class Config:
             raise ValueError(
                 f"strategies: expected at least 3 names from {list(STRATEGIES)}, got {self.strategies}"
             )
-        for name in ("pretrain_steps", "pack", "finetune_n", "finetune_steps", "score_n", "samples", "demo_n",
-                     "shots", "eval_n"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self,
+            "pretrain_steps",
+            "pack",
+            "finetune_n",
+            "finetune_steps",
+            "score_n",
+            "samples",
+            "demo_n",
+            "shots",
+            "eval_n",
+        )
         if not 0 <= self.pretrain_max <= self.task_max <= 999:
             raise ValueError(
                 f"pretrain_max, task_max: expected 0 <= pretrain_max <= task_max <= 999, got {self.pretrain_max}, {self.task_max}"

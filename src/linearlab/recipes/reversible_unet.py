@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import fmt, format_table
 from linearlab.layers.vision.inverted_residual import InvertedResidual
@@ -72,7 +73,8 @@ class Config:
 
     def __post_init__(self) -> None:
         m = 2 ** (self.levels - 1)
-        for name in (
+        require_at_least_one(
+            self,
             "stack_channels",
             "base",
             "levels",
@@ -81,9 +83,7 @@ class Config:
             "batch_size",
             "steps",
             "eval_volumes",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        )
         for name in ("stack_channels", "base"):
             if getattr(self, name) % 2:
                 raise ValueError(

@@ -24,6 +24,7 @@ import torch
 from linearlab.analysis.hooks import run_with_cache
 from linearlab.analysis.sae import train_sae
 from linearlab.analysis.sae_dark_matter import error_norm_correlation, sae_dark_matter
+from linearlab.config import require_at_least_one
 from linearlab.lab.tables import fmt, format_table
 from linearlab.lab.testbed import TestbedConfig, pretrained_lm, val_windows
 from linearlab.recipes import Recipe
@@ -64,9 +65,9 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("d", "n_features", "n_samples", "k", "lm_k", "steps", "batch_size", "lm_windows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self, "d", "n_features", "n_samples", "k", "lm_k", "steps", "batch_size", "lm_windows"
+        )
         for name, k in (("widths", self.k), ("lm_widths", self.lm_k)):
             widths = getattr(self, name)
             if len(widths) < 2 or any(w < k for w in widths):

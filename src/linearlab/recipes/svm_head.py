@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from linearlab.config import require_at_least_one
 from linearlab.lab.tables import fmt, format_table
 from linearlab.layers.heads.svm import SVMHead
 from linearlab.recipes import Recipe
@@ -58,9 +59,9 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "epochs", "batch_size", "seeds", "paper_epochs", "paper_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self, "hidden", "epochs", "batch_size", "seeds", "paper_epochs", "paper_batch_size"
+        )
         if not self.lrs or any(lr <= 0 for lr in self.lrs):
             raise ValueError(f"lrs: expected positive learning rates, got {self.lrs}")
         if not self.C > 0 or not self.paper_lr > 0:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from linearlab.config import require_at_least_one
 from linearlab.io import atomic_write_json
 from linearlab.lab.tables import fmt, format_table
 from linearlab.lab.testbed import TestbedConfig, pretrained_lm, testbed_from, val_windows
@@ -70,9 +71,9 @@ class Config:
             raise ValueError(
                 f"codes: expected codebook sizes in [1, bed_vocab={self.bed_vocab}], got {self.codes} / {self.bias_codes}"
             )
-        for name in ("ft_batch_size", "kmeans_iter", "eval_windows", "timing_tokens", "timing_repeats"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(
+            self, "ft_batch_size", "kmeans_iter", "eval_windows", "timing_tokens", "timing_repeats"
+        )
         if self.ft_steps < 0:
             raise ValueError(f"ft_steps: must be >= 0, got {self.ft_steps}")
 
